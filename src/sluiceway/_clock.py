@@ -1,0 +1,46 @@
+"""Time, injectable: every delay, timeout and timestamp in the engine goes through a Clock.
+
+The engine never calls ``time.sleep``. Threads wait by acquiring a lock with a timeout, and
+the clock decides what that timeout means: real seconds for :class:`SystemClock`, virtual
+seconds for :class:`sluiceway.testing.FakeClock`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, runtime_checkable
+
+from ._types import LockLike
+
+__all__ = ["Clock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the engine needs from time."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale (the origin is arbitrary)."""
+        ...
+
+    def wait(self, lock: LockLike, timeout: float | None) -> bool:
+        """Acquire ``lock``, giving up after ``timeout`` clock seconds (None: never).
+
+        Returns True if the lock was acquired. This is how every engine thread sleeps:
+        another thread wakes it early by releasing the lock.
+        """
+        ...
+
+
+class SystemClock:
+    """Real time: ``time.monotonic`` and plain lock timeouts."""
+
+    __slots__ = ()
+
+    now = staticmethod(time.monotonic)
+
+    def wait(self, lock: LockLike, timeout: float | None) -> bool:
+        """Acquire ``lock`` within ``timeout`` real seconds."""
+        if timeout is None:
+            return lock.acquire()
+        return lock.acquire(timeout=max(timeout, 0.0))

@@ -1,0 +1,196 @@
+"""``submit`` and ``submit_many``: admit or refuse at once, never block.
+
+The hot path is built as closures over local names: one token pop (capacity and, unkeyed,
+the destination queue), one append, one truthiness test of the sleeping-workers deque.
+No lock, no per-item counter, no allocation beyond what the caller passed in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import call
+from typing import Any
+
+from ._completion import Completion
+from ._handle import arrived
+from ._priority import PriorityLane
+from ._shard import Chunk
+from ._state import State
+
+__all__ = ["Submit", "SubmitMany", "make_submit", "make_submit_many", "submit_tracked"]
+
+Submit = Callable[..., bool]
+SubmitMany = Callable[..., int]
+
+
+def _refuse(st: State, count: int = 1) -> bool:
+    with st.count_lock:
+        st.refused += count
+    return False
+
+
+def make_submit(st: State, lane: PriorityLane) -> Submit:
+    """Build the per-item ``submit`` for this pipeline's shape (keyed or not)."""
+    parked = st.parked
+    submit_priority = lane.submit
+    if st.pool is not None:
+        take = st.pool.take
+
+        def submit(item: Any, priority: bool = False) -> bool:
+            if priority:
+                return submit_priority(item)
+            try:
+                append = take()
+            except IndexError:
+                return _refuse(st)
+            append(item)
+            if parked:
+                arrived(st, append.__self__)
+            return True
+
+        return submit
+
+    key = st.cfg.key
+    assert key is not None
+    mask = st.cfg.partitions - 1
+    parts = st.parts
+    appends = [q.append for q in parts]
+    takes = st.takes
+
+    def submit_keyed(item: Any, priority: bool = False) -> bool:
+        if priority:
+            return submit_priority(item)
+        p = hash(key(item)) & mask
+        try:
+            takes[p]()
+        except IndexError:
+            return _refuse(st)
+        appends[p](item)
+        if parked:
+            arrived(st, parts[p])
+        return True
+
+    return submit_keyed
+
+
+def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
+    """Build ``submit_many``: the longest prefix that fits is admitted."""
+    parked = st.parked
+    pool = st.pool
+
+    def submit_many(
+        items: Iterable[Any],
+        priority: bool = False,
+        *,
+        on_done: Callable[[Completion], object] | None = None,
+    ) -> int:
+        batch = items if isinstance(items, list) else list(items)
+        if on_done is not None:
+            completion = submit_tracked(st, lane, batch, priority)
+            completion.add_done_callback(on_done)
+            return completion.accepted
+        if priority:
+            return _many_priority(st, lane, batch, None)
+        if pool is None:
+            return _many_routed(st, batch, None)
+        taken: list[Any] = []
+        try:  # list.extend keeps what it got before the pool ran dry
+            taken.extend(map(call, repeat(pool.take, len(batch))))
+        except IndexError:
+            pass
+        k = len(taken)
+        if k:
+            deque(map(call, taken, batch), maxlen=0)
+            if parked:
+                for queue in {id(a.__self__): a.__self__ for a in taken}.values():
+                    arrived(st, queue)
+        if k < len(batch):
+            _refuse(st, len(batch) - k)
+        return k
+
+    return submit_many
+
+
+def submit_tracked(st: State, lane: PriorityLane, batch: list[Any], priority: bool) -> Completion:
+    """Admit the longest prefix of ``batch`` and return a handle on its outcome."""
+    completion = Completion()
+    if priority:
+        _many_priority(st, lane, batch, completion)
+    else:
+        _many_routed(st, batch, completion)
+    return completion
+
+
+def _many_priority(
+    st: State, lane: PriorityLane, batch: list[Any], completion: Completion | None
+) -> int:
+    take = st.ptokens.take
+    k = 0
+    for _ in batch:
+        try:
+            take()
+        except IndexError:
+            break
+        k += 1
+    if completion is not None:
+        completion._arm(k)
+    now = st.now()
+    st.pq.extend((item, now, completion) for item in batch[:k])
+    if k < len(batch):
+        with st.count_lock:
+            st.prio_refused += len(batch) - k
+    if k and st.prio_parked:
+        st.prio_parked = False
+        st.prio_waiter.wake()
+    return k
+
+
+def _many_routed(st: State, batch: list[Any], completion: Completion | None) -> int:
+    """Keyed or tracked submissions: route item by item, queue runs per destination."""
+    runs: dict[int, tuple[deque[Any], list[Any]]] = {}
+    k = 0
+    if st.pool is not None:
+        take = st.pool.take
+        for item in batch:
+            try:
+                queue = take().__self__  # type: ignore[attr-defined]
+            except IndexError:
+                break
+            run = runs.get(id(queue))
+            if run is None:
+                runs[id(queue)] = (queue, [item])
+            else:
+                run[1].append(item)
+            k += 1
+    else:
+        key = st.cfg.key
+        assert key is not None
+        mask = st.cfg.partitions - 1
+        for item in batch:
+            p = hash(key(item)) & mask
+            try:
+                st.takes[p]()
+            except IndexError:
+                break
+            queue = st.parts[p]
+            run = runs.get(id(queue))
+            if run is None:
+                runs[id(queue)] = (queue, [item])
+            else:
+                run[1].append(item)
+            k += 1
+    if completion is not None:
+        completion._arm(k)
+    for queue, run_items in runs.values():
+        if completion is None:
+            queue.extend(run_items)
+        else:
+            st.shard_of[id(queue)].add_chunk(queue, Chunk(run_items, completion))
+    if st.parked:
+        for queue, _ in runs.values():
+            arrived(st, queue)
+    if k < len(batch):
+        _refuse(st, len(batch) - k)
+    return k

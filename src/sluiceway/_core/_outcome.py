@@ -1,0 +1,104 @@
+"""Outcomes: a batch is processed or its items are dead-lettered, exactly once.
+
+Exactly once even against shutdown: a batch in a handler sits in a one-element ``box``;
+whoever pops it first (the worker when the handler returns, or shutdown when its timeout
+expires) decides the batch's outcome, and the other leaves it alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._records import DeadLetter, describe_error
+from ._batch import Marks
+from ._shard import Shard
+from ._state import State
+
+__all__ = ["Outcomes"]
+
+DeadLetterSink = Callable[[list[DeadLetter]], object]
+
+
+class Outcomes:
+    """Settles batches and priority items; owns the dead-letter sink."""
+
+    def __init__(self, st: State, sink: DeadLetterSink) -> None:
+        self.st = st
+        self.sink = sink
+
+    # -- regular batches ---------------------------------------------------------------
+    def run(self, shard: Shard, items: list[Any], marks: Marks | None) -> None:
+        """Call the handler on one batch and settle it; the caller holds the shard."""
+        st = self.st
+        now = st.now
+        box: list[tuple[list[Any], Marks | None]] = [(items, marks)]
+        shard.box = box
+        t0 = now()
+        try:
+            st.cfg.handler(items)
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code is an outcome
+            error: BaseException | None = exc
+        else:
+            error = None
+        elapsed = now() - t0
+        st.batch_ema += (elapsed - st.batch_ema) * 0.125
+        shard.batches += 1
+        shard.box = None
+        try:
+            box.pop()
+        except IndexError:  # shutdown gave up on this batch and dead-lettered it already
+            return
+        n = len(items)
+        if error is None:
+            shard.processed += n
+            if marks:
+                for completion, count in marks:
+                    completion._settle(count, 0)
+        else:
+            self.dead_batch(shard, items, marks, "handler-error", error, attempts=1)
+        self.release(shard, n)
+
+    def release(self, shard: Shard, count: int) -> None:
+        """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
+        st = self.st
+        pool = st.pool
+        if pool is not None:
+            pool.give_back(shard.parts[0].append, count)
+        else:
+            shard.pool.give_back(None, count)  # type: ignore[attr-defined]
+        if st.room_waiters or st.idle_waiters:
+            with st.count_lock:
+                st.wake_all(st.room_waiters)
+                st.wake_all(st.idle_waiters)
+
+    def dead_batch(
+        self,
+        shard: Shard | None,
+        items: list[Any],
+        marks: Marks | None,
+        reason: str,
+        error: BaseException | None,
+        attempts: int,
+    ) -> None:
+        """Dead-letter ``items`` of a shard's batch (or of the priority lane if shard is None)."""
+        etype, message, text = describe_error(error)
+        stamp = time.time()
+        index = None if shard is None else shard.index
+        records = [
+            DeadLetter(item, reason, etype, message, text, attempts, index, stamp) for item in items
+        ]
+        self.deliver(records)
+        if shard is None:
+            with self.st.prio_lock:
+                self.st.prio_dead += len(items)
+        else:
+            shard.dead += len(items)
+        if marks:
+            for completion, count in marks:
+                completion._settle(0, count)
+
+    def deliver(self, records: list[DeadLetter]) -> None:
+        """Hand records to the sink. The sink must not lose them; see MemoryDeadLetters."""
+        self.sink(records)

@@ -1,0 +1,308 @@
+"""The public ``Pipeline``: construction, lifecycle and introspection around the engine."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from .._clock import Clock, SystemClock
+from .._deadletters import MemoryDeadLetters
+from .._errors import Closed, ConfigTypeError, Full
+from .._records import DeadLetter, DrainReport, ShardStats, Stats
+from .._types import BatchHandler, ItemHandler, KeyFunc
+from ._admit import make_submit, make_submit_many, submit_tracked
+from ._completion import Completion
+from ._config import Config, check_seconds
+from ._handle import Workers
+from ._outcome import Outcomes
+from ._priority import PriorityLane
+from ._state import State, Waiter
+from ._stop import abandon
+
+__all__ = ["Pipeline"]
+
+JOIN_GRACE = 1.0  # seconds to wait for threads after the drain, before calling them stuck
+
+
+class Pipeline:
+    """A sharded, batching, priority-laned, backpressured pipeline.
+
+    ``submit`` admits an item or refuses it at once (False); admitted items are cut into
+    batches per shard by size (``batch_size``) or age (``max_delay``), and ``handler`` is
+    called with each batch on a worker thread. ``submit(item, priority=True)`` sends an item
+    down the priority lane: its own capacity (``ceil(capacity * priority_ratio)``) and one
+    ``priority_handler(item)`` call per item, ahead of regular work.
+
+    Every admitted item ends exactly once as processed (its handler call returned) or
+    dead-lettered (see ``dead_letters``), including at shutdown.
+
+    ``workers`` caps the threads that call the handler (default: one a shard; only as many
+    as the handlers can use are kept awake). ``switch_interval``, if given, is applied with
+    ``sys.setswitchinterval`` while the pipeline runs and restored at shutdown: it bounds how
+    long a priority item can wait for the GIL under load (0.0005 gives sub-millisecond
+    latency at a small throughput cost). It is process-wide, hence opt-in.
+    """
+
+    def __init__(
+        self,
+        handler: BatchHandler,
+        *,
+        shards: int = 8,
+        batch_size: int = 64,
+        max_delay: float = 0.005,
+        capacity: int = 65_536,
+        priority_ratio: float = 0.1,
+        priority_handler: ItemHandler | None = None,
+        key: KeyFunc | None = None,
+        clock: Clock | None = None,
+        workers: int | None = None,
+        dead_letter: Callable[[list[DeadLetter]], object] | None = None,
+        switch_interval: float | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        self._cfg = Config.build(
+            handler,
+            shards=shards,
+            batch_size=batch_size,
+            max_delay=max_delay,
+            capacity=capacity,
+            priority_ratio=priority_ratio,
+            priority_handler=priority_handler,
+            key=key,
+            workers=workers,
+        )
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigTypeError("clock", "must have now() and wait(lock, timeout)")
+        if dead_letter is not None and not callable(dead_letter):
+            raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
+        self._switch_interval = check_seconds("switch_interval", switch_interval, allow_none=True)
+        if self._switch_interval == 0:
+            raise ConfigTypeError("switch_interval", "must be > 0")
+        self._drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_none=True)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._memory = MemoryDeadLetters() if dead_letter is None else None
+        sink = self._memory if self._memory is not None else dead_letter
+        assert sink is not None
+        st = self._st = State(self._cfg, self._clock)
+        self._outcomes = Outcomes(st, sink)
+        self._lane = PriorityLane(st, self._outcomes)
+        self._workers = Workers(st, self._outcomes, self._lane)
+        self._lifecycle = threading.Lock()
+        self._started = False
+        self._report: DrainReport | None = None
+        self._saved_interval: float | None = None
+        # The hot paths are closures specialised for this pipeline's shape; they shadow
+        # the documented methods below on the instance.
+        self.submit = make_submit(st, self._lane)  # type: ignore[method-assign]
+        self.submit_many = make_submit_many(st, self._lane)  # type: ignore[method-assign]
+
+    # -- admission -------------------------------------------------------------------------
+    def submit(self, item: Any, priority: bool = False) -> bool:
+        """Admit ``item`` or refuse it at once. Never blocks.
+
+        Returns False when the item's lane (or, keyed, its shard) is full, or once shutdown
+        has begun. A refused item is never processed.
+        """
+        raise NotImplementedError  # replaced per instance in __init__
+
+    def submit_many(
+        self,
+        items: Iterable[Any],
+        priority: bool = False,
+        *,
+        on_done: Callable[[Completion], object] | None = None,
+    ) -> int:
+        """Admit the longest prefix of ``items`` that fits; return its length. Never blocks.
+
+        With ``on_done``, ``on_done(completion)`` is called once every admitted item of this
+        call is processed or dead-lettered (at once if none was admitted). Submissions
+        without it pay nothing for tracking.
+        """
+        raise NotImplementedError  # replaced per instance in __init__
+
+    def submit_tracked(self, items: Iterable[Any], priority: bool = False) -> Completion:
+        """Like ``submit_many``, returning a :class:`Completion` handle to wait on."""
+        batch = items if isinstance(items, list) else list(items)
+        return submit_tracked(self._st, self._lane, batch, priority)
+
+    def put(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
+        """Admit ``item``, waiting for room if needed (without spinning).
+
+        Raises ``Full`` when ``timeout`` seconds pass first and ``Closed`` once shutdown has
+        begun.
+        """
+        if self.submit(item, priority):
+            return
+        st = self._st
+        wait_for = check_seconds("timeout", timeout, allow_none=True)
+        deadline = None if wait_for is None else st.now() + wait_for
+        while True:
+            if st.closed:
+                raise Closed("the pipeline is shutting down")
+            waiter = Waiter()
+            with st.count_lock:
+                st.room_waiters.append(waiter)
+            if self.submit(item, priority):
+                return
+            if st.closed:
+                raise Closed("the pipeline is shutting down")
+            remaining = None if deadline is None else deadline - st.now()
+            if remaining is not None and remaining <= 0:
+                raise Full("priority" if priority else "regular", wait_for or 0.0)
+            self._clock.wait(waiter.lock, remaining)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Self:
+        """Start the worker threads. Items submitted before are queued, not lost."""
+        with self._lifecycle:
+            if self._report is not None or self._st.closed:
+                raise Closed("a pipeline cannot be restarted after shutdown")
+            if not self._started:
+                self._started = True
+                if self._switch_interval is not None:
+                    self._saved_interval = sys.getswitchinterval()
+                    sys.setswitchinterval(self._switch_interval)
+                self._workers.start()
+        return self
+
+    def flush(self) -> None:
+        """Hand every partial batch to the handler now, without waiting for ``max_delay``."""
+        for shard in self._st.shards:
+            if shard.depth():
+                shard.flush_requested = True
+        self._workers.wake_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every item accepted so far has an outcome; False on timeout.
+
+        Partial batches still wait for ``max_delay`` (or call ``flush()`` first).
+        """
+        st = self._st
+        target = st.accepted()
+        wait_for = check_seconds("timeout", timeout, allow_none=True)
+        deadline = None if wait_for is None else st.now() + wait_for
+        while st.finished() < target:
+            waiter = Waiter()
+            with st.count_lock:
+                st.idle_waiters.append(waiter)
+            if st.finished() >= target:
+                break
+            remaining = None if deadline is None else deadline - st.now()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._clock.wait(waiter.lock, remaining)
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> DrainReport:
+        """Refuse new items at once, drain every accepted one, stop the threads.
+
+        Items still unfinished after ``timeout`` seconds are dead-lettered with reason
+        ``"shutdown-timeout"``. Safe to call more than once: later calls return the first
+        report.
+        """
+        wait_for = check_seconds("timeout", timeout, allow_none=True)
+        with self._lifecycle:
+            if self._report is not None:
+                return self._report
+            st = self._st
+            st.closed = True
+            for pool in st.pools():
+                pool.close()
+            st.ptokens.close()
+            st.draining = True
+            with st.count_lock:
+                st.wake_all(st.room_waiters)
+            if not self._started:
+                self._started = True
+                self._workers.start()
+            self._workers.wake_all()
+            accepted = st.accepted()
+            drained = self.wait_idle(wait_for)
+            unfinished = 0 if drained else abandon(st, self._outcomes, self._lane)
+            st.stopping = True
+            self._workers.wake_all()
+            stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
+            if self._saved_interval is not None:
+                sys.setswitchinterval(self._saved_interval)
+            processed = st.prio_done + sum(s.processed for s in st.shards)
+            dead = st.prio_dead + sum(s.dead for s in st.shards)
+            self._report = DrainReport(
+                accepted=accepted,
+                processed=processed,
+                dead_lettered=dead,
+                unfinished=unfinished,
+                timed_out=not drained,
+                stuck_threads=stuck,
+            )
+            return self._report
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(self._drain_timeout)
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def dead_letters(self) -> MemoryDeadLetters:
+        """The in-memory dead letters (only when no ``dead_letter`` sink was given)."""
+        if self._memory is None:
+            raise AttributeError("dead_letters: this pipeline sends them to its dead_letter sink")
+        return self._memory
+
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun."""
+        return self._st.closed
+
+    def stats(self) -> Stats:
+        """A frozen snapshot of the counters (cheap; nothing is counted per item)."""
+        st = self._st
+        cfg = self._cfg
+        shards = tuple(
+            ShardStats(s.index, s.depth(), s.capacity, s.processed, s.dead, s.batches, s.busy)
+            for s in st.shards
+        )
+        flushes = [0, 0, 0, 0]
+        for s in st.shards:
+            flushes = [a + b for a, b in zip(flushes, s.flushes, strict=True)]
+        processed = st.prio_done + sum(s.processed for s in shards)
+        dead = st.prio_dead + sum(s.dead_lettered for s in shards)
+        prio_accepted = st.ptokens.granted()
+        accepted = st.accepted_regular() + prio_accepted
+        p50, p99 = _percentiles(list(st.latencies))
+        return Stats(
+            accepted=accepted,
+            refused=st.refused + st.prio_refused,
+            processed=processed,
+            dead_lettered=dead,
+            in_flight=max(0, accepted - processed - dead),
+            priority_accepted=prio_accepted,
+            priority_refused=st.prio_refused,
+            priority_depth=len(st.pq),
+            priority_capacity=cfg.priority_capacity,
+            capacity=cfg.capacity,
+            batch_size=st.batch_size,
+            batch_time_ema=st.batch_ema,
+            flushes=Stats.flush_map(flushes),
+            priority_latency_p50=p50,
+            priority_latency_p99=p99,
+            shards=shards,
+            closed=st.closed,
+        )
+
+
+def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    values.sort()
+    last = len(values) - 1
+    return values[round(0.5 * last)], values[round(0.99 * last)]

@@ -1,0 +1,93 @@
+"""A shard: the unit of ordering. One batch of a shard is in a handler at a time.
+
+An unkeyed shard has one queue. A keyed pipeline hashes keys into many virtual partitions,
+each with its own queue, and a shard serves the partitions it owns; moving a partition moves
+its whole queue, so per-key order survives rebalancing.
+
+Queues hold items, or ``Chunk`` elements for tracked submissions (``submit_many(...,
+on_done=...)``). ``chunks`` counts them so that the batch cutter takes the element-by-element
+path only while a chunk is queued: untracked traffic pays nothing for tracking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from ._completion import Completion
+from ._tokens import TokenPool
+
+__all__ = ["FLUSH_MANUAL", "FLUSH_SHUTDOWN", "FLUSH_SIZE", "FLUSH_TIME", "Chunk", "Shard"]
+
+FLUSH_SIZE, FLUSH_TIME, FLUSH_MANUAL, FLUSH_SHUTDOWN = range(4)
+
+
+class Chunk:
+    """A run of consecutive items of one tracked submission, queued as one element."""
+
+    __slots__ = ("completion", "items")
+
+    def __init__(self, items: list[Any], completion: Completion) -> None:
+        self.items = items
+        self.completion = completion
+
+
+class Shard:
+    """Queues plus the batching, retry and bookkeeping state of one shard.
+
+    Fields that change per batch are written only by the worker holding the shard
+    (``busy``), so they need no lock; ``lock`` guards only the chunk counters, which
+    producers of tracked submissions also touch.
+    """
+
+    __slots__ = (
+        "batches",
+        "box",
+        "busy",
+        "capacity",
+        "chunk_extra",
+        "chunks",
+        "cursor",
+        "dead",
+        "first_seen",
+        "flush_requested",
+        "flushes",
+        "index",
+        "lock",
+        "parts",
+        "pool",
+        "processed",
+    )
+
+    def __init__(self, index: int, capacity: int) -> None:
+        self.index = index
+        self.capacity = capacity
+        self.parts: list[deque[Any]] = []
+        self.pool: TokenPool | None = None  # keyed pipelines: this shard's own pool
+        self.busy = False
+        self.box: list[Any] | None = None  # the batch in the handler; see _outcome
+        self.first_seen: float | None = None  # when the oldest queued item was first seen
+        self.flush_requested = False
+        self.chunks = 0  # Chunk elements queued
+        self.chunk_extra = 0  # items inside queued chunks beyond one per element
+        self.cursor = 0  # next partition to cut from (fairness among partitions)
+        self.processed = 0
+        self.dead = 0
+        self.batches = 0
+        self.flushes = [0, 0, 0, 0]
+        self.lock = threading.Lock()
+
+    def depth(self) -> int:
+        """Items queued (not yet cut into a batch)."""
+        parts = self.parts
+        if len(parts) == 1:
+            return len(parts[0]) + self.chunk_extra
+        return sum(map(len, parts)) + self.chunk_extra
+
+    def add_chunk(self, part: deque[Any], chunk: Chunk) -> None:
+        """Queue a tracked run of items (producer side)."""
+        with self.lock:  # counters first, so a cutter that sees the element sees the count
+            self.chunks += 1
+            self.chunk_extra += len(chunk.items) - 1
+        part.append(chunk)

@@ -1,0 +1,88 @@
+"""Every error sluiceway raises, in one tree.
+
+::
+
+    SluicewayError
+     ├── ConfigError (also ValueError)        an argument is out of range
+     │    └── ConfigTypeError (also TypeError) an argument has the wrong type
+     ├── Full (also TimeoutError)             put() found no room before its timeout
+     ├── Closed                               the pipeline is shutting down or shut
+     ├── Permanent                            raised by a handler: never retry this
+     ├── BatchError                           raised by a handler: these items failed
+     └── CircuitOpen                          a client's breaker is open; failing fast
+
+``Permanent`` and ``BatchError`` are raised by *your* handler to steer retries; the engine
+raises the others. Catching ``SluicewayError`` catches everything sluiceway raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "BatchError",
+    "CircuitOpen",
+    "Closed",
+    "ConfigError",
+    "ConfigTypeError",
+    "Full",
+    "Permanent",
+    "SluicewayError",
+]
+
+
+class SluicewayError(Exception):
+    """The root of every error sluiceway raises."""
+
+
+class ConfigError(SluicewayError, ValueError):
+    """An argument is out of range; the message names the argument."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument has the wrong type; the message names the argument."""
+
+
+class Full(SluicewayError, TimeoutError):
+    """``put`` waited ``timeout`` seconds and the item's lane stayed full."""
+
+    def __init__(self, lane: str, timeout: float) -> None:
+        super().__init__(f"the {lane} lane stayed full for {timeout:g}s")
+        self.lane = lane
+        self.timeout = timeout
+
+
+class Closed(SluicewayError):
+    """The pipeline has begun shutting down and admits nothing more."""
+
+
+class Permanent(SluicewayError):
+    """Raise from a handler to say the batch (or item) must never be retried.
+
+    The items are dead-lettered with reason ``"permanent"`` at once. Chain the real cause:
+    ``raise sw.Permanent("bad schema") from exc``.
+    """
+
+
+class BatchError(SluicewayError):
+    """Raise from a handler to say which items of its batch failed.
+
+    ``failed`` maps the index of each failed item in the batch to its exception; every other
+    item of the batch counts as processed, and only the failed ones are retried.
+    """
+
+    def __init__(self, failed: Mapping[int, BaseException], message: str | None = None) -> None:
+        super().__init__(message or f"{len(failed)} item(s) of the batch failed")
+        self.failed = dict(failed)
+
+
+class CircuitOpen(SluicewayError):
+    """A client-side circuit breaker is open: the call fails fast without being sent."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"circuit open; next probe in {retry_after:.3f}s")
+        self.retry_after = retry_after
