@@ -19,9 +19,9 @@ KeyFunc: TypeAlias = Callable[[Any], Hashable]
 class LockLike(Protocol):
     """The part of ``threading.Lock`` the clocks use."""
 
-    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...  # noqa: D102
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
 
-    def release(self) -> None: ...  # noqa: D102
+    def release(self) -> None: ...
 
 
 Items: TypeAlias = Sequence[Any]

@@ -14,9 +14,10 @@ from operator import call
 from typing import Any
 
 from ._completion import Completion
-from ._handle import arrived
 from ._priority import PriorityLane
 from ._shard import Chunk
+from ._signal import arrived
+from ._slots import SKIP
 from ._state import State
 
 __all__ = ["Submit", "SubmitMany", "make_submit", "make_submit_many", "submit_tracked"]
@@ -42,12 +43,12 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
             if priority:
                 return submit_priority(item)
             try:
-                append = take()
+                append: Callable[[Any], None] = take()  # type: ignore[assignment]
             except IndexError:
                 return _refuse(st)
             append(item)
             if parked:
-                arrived(st, append.__self__)
+                arrived(st)
             return True
 
         return submit
@@ -64,12 +65,14 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
             return submit_priority(item)
         p = hash(key(item)) & mask
         try:
-            takes[p]()
+            token = takes[p]()
         except IndexError:
             return _refuse(st)
         appends[p](item)
+        if token is not None:
+            token.check()
         if parked:
-            arrived(st, parts[p])
+            arrived(st)
         return True
 
     return submit_keyed
@@ -104,8 +107,7 @@ def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
         if k:
             deque(map(call, taken, batch), maxlen=0)
             if parked:
-                for queue in {id(a.__self__): a.__self__ for a in taken}.values():
-                    arrived(st, queue)
+                arrived(st)
         if k < len(batch):
             _refuse(st, len(batch) - k)
         return k
@@ -149,38 +151,63 @@ def _many_priority(
 
 def _many_routed(st: State, batch: list[Any], completion: Completion | None) -> int:
     """Keyed or tracked submissions: route item by item, queue runs per destination."""
-    runs: dict[int, tuple[deque[Any], list[Any]]] = {}
-    k = 0
     if st.pool is not None:
-        take = st.pool.take
-        for item in batch:
-            try:
-                queue = take().__self__  # type: ignore[attr-defined]
-            except IndexError:
-                break
-            run = runs.get(id(queue))
-            if run is None:
-                runs[id(queue)] = (queue, [item])
-            else:
-                run[1].append(item)
-            k += 1
+        k = _many_tracked_unkeyed(st, batch, completion)
     else:
-        key = st.cfg.key
-        assert key is not None
-        mask = st.cfg.partitions - 1
-        for item in batch:
-            p = hash(key(item)) & mask
-            try:
-                st.takes[p]()
-            except IndexError:
-                break
-            queue = st.parts[p]
-            run = runs.get(id(queue))
-            if run is None:
-                runs[id(queue)] = (queue, [item])
-            else:
-                run[1].append(item)
-            k += 1
+        k = _many_keyed(st, batch, completion)
+    if st.parked:
+        arrived(st)
+    if k < len(batch):
+        _refuse(st, len(batch) - k)
+    return k
+
+
+def _many_tracked_unkeyed(st: State, batch: list[Any], completion: Completion | None) -> int:
+    """Capacity from the slot tokens (each marked SKIP); items queued as chunks per shard."""
+    assert st.pool is not None
+    assert completion is not None
+    taken: list[Any] = []
+    try:
+        taken.extend(map(call, repeat(st.pool.take, len(batch))))
+    except IndexError:
+        pass
+    k = len(taken)
+    completion._arm(k)
+    if k:
+        with st.count_lock:  # counted before any SKIP lands, so the cutter filters them
+            st.skips += k
+        deque(map(call, taken, repeat(SKIP)), maxlen=0)
+        size = st.batch_size
+        shards = st.shards
+        for i, start in enumerate(range(0, k, size)):
+            shard = shards[(st.spread + i) % len(shards)]
+            shard.add_chunk(shard.parts[0], Chunk(batch[start : min(start + size, k)], completion))
+        st.spread += 1
+    return k
+
+
+def _many_keyed(st: State, batch: list[Any], completion: Completion | None) -> int:
+    key = st.cfg.key
+    assert key is not None
+    mask = st.cfg.partitions - 1
+    runs: dict[int, tuple[deque[Any], list[Any]]] = {}
+    signals: list[Any] = []
+    k = 0
+    for item in batch:
+        p = hash(key(item)) & mask
+        try:
+            token = st.takes[p]()
+        except IndexError:
+            break
+        if token is not None:
+            signals.append(token)
+        queue = st.parts[p]
+        run = runs.get(id(queue))
+        if run is None:
+            runs[id(queue)] = (queue, [item])
+        else:
+            run[1].append(item)
+        k += 1
     if completion is not None:
         completion._arm(k)
     for queue, run_items in runs.values():
@@ -188,9 +215,6 @@ def _many_routed(st: State, batch: list[Any], completion: Completion | None) -> 
             queue.extend(run_items)
         else:
             st.shard_of[id(queue)].add_chunk(queue, Chunk(run_items, completion))
-    if st.parked:
-        for queue, _ in runs.values():
-            arrived(st, queue)
-    if k < len(batch):
-        _refuse(st, len(batch) - k)
+    for token in signals:
+        token.check()
     return k

@@ -14,6 +14,8 @@ from typing import Any
 
 from ._completion import Completion
 from ._shard import Chunk, Shard
+from ._slots import SKIP
+from ._state import State
 
 __all__ = ["Marks", "cut"]
 
@@ -21,20 +23,44 @@ Marks = list[tuple[Completion, int]]
 """Which tracked submissions own how many items of a batch."""
 
 
-def cut(shard: Shard, limit: int) -> tuple[list[Any], Marks | None]:
-    """Pop up to ``limit`` items, oldest first; also say which completions they belong to."""
+def cut(st: State, shard: Shard, limit: int) -> tuple[list[Any], Marks | None]:
+    """Take the next batch: up to ``limit`` items, oldest first, with their completions."""
+    slots = shard.slots
+    while slots:
+        head = slots[0]
+        items = head.items
+        n = len(items)
+        if n >= head.size:  # complete: hand over the very list the producers filled
+            slots.popleft()
+            batch = items if not head.offset else items[head.offset :]
+        elif n > head.offset:  # a partial flush: what is there now
+            batch = items[head.offset : n]
+            head.offset = n
+        else:
+            break
+        if st.skips:
+            batch = _unskip(st, batch)
+        if batch:
+            return batch, None
     parts = shard.parts
     if len(parts) == 1:
         part = parts[0]
         n = len(part)
         if not shard.chunks:  # read after len(): a chunk counted in n is counted here too
-            if n > limit:
-                n = limit
+            n = min(n, limit)
             return list(map(call, repeat(part.popleft, n))), None
         return _cut_tracked(shard, (part,), limit)
     if not shard.chunks:
         return _cut_parts(shard, limit), None
     return _cut_tracked(shard, _rotation(shard), limit)
+
+
+def _unskip(st: State, batch: list[Any]) -> list[Any]:
+    kept = [x for x in batch if x is not SKIP]
+    if len(kept) != len(batch):
+        with st.count_lock:
+            st.skips -= len(batch) - len(kept)
+    return kept
 
 
 def _rotation(shard: Shard) -> list[deque[Any]]:
@@ -52,8 +78,7 @@ def _cut_parts(shard: Shard, limit: int) -> list[Any]:
         n = len(part)
         if not n:
             continue
-        if n > need:
-            n = need
+        n = min(n, need)
         items.extend(map(call, repeat(part.popleft, n)))
         need -= n
         if not need:
@@ -61,9 +86,9 @@ def _cut_parts(shard: Shard, limit: int) -> list[Any]:
     return items
 
 
-def _cut_tracked(shard: Shard, parts: tuple[deque[Any], ...] | list[deque[Any]], limit: int) -> (
-    tuple[list[Any], Marks | None]
-):
+def _cut_tracked(
+    shard: Shard, parts: tuple[deque[Any], ...] | list[deque[Any]], limit: int
+) -> tuple[list[Any], Marks | None]:
     items: list[Any] = []
     marks: Marks = []
     for part in parts:
@@ -91,6 +116,11 @@ def _cut_tracked(shard: Shard, parts: tuple[deque[Any], ...] | list[deque[Any]],
     return items, marks or None
 
 
-def drain_all(shard: Shard) -> tuple[list[Any], Marks | None]:
+def drain_all(st: State, shard: Shard) -> tuple[list[Any], Marks | None]:
     """Everything queued on the shard (used when shutdown gives up waiting)."""
-    return _cut_tracked(shard, shard.parts, 1 << 62)
+    items: list[Any] = []
+    while shard.slots:
+        slot = shard.slots.popleft()
+        items.extend(x for x in slot.items[slot.offset :] if x is not SKIP)
+    tracked, marks = _cut_tracked(shard, shard.parts, 1 << 62)
+    return items + tracked, marks

@@ -75,9 +75,9 @@ class Config:
         workers: object,
     ) -> Config:
         """Check every argument, then freeze them."""
-        handler = _check_callable("handler", handler)
-        priority_handler = _check_callable("priority_handler", priority_handler, allow_none=True)
-        key = _check_callable("key", key, allow_none=True)
+        checked_handler = _check_callable("handler", handler)
+        checked_priority = _check_callable("priority_handler", priority_handler, allow_none=True)
+        checked_key = _check_callable("key", key, allow_none=True)
         n_shards = check_positive_int("shards", shards)
         size = check_positive_int("batch_size", batch_size)
         delay = check_seconds("max_delay", max_delay)
@@ -94,9 +94,9 @@ class Config:
         partitions = 1 << max(3, math.ceil(math.log2(n_shards * 8)))
         assert delay is not None
         return cls(
-            handler=handler,
-            priority_handler=priority_handler,
-            key=key,
+            handler=checked_handler,
+            priority_handler=checked_priority,
+            key=checked_key,
             shards=n_shards,
             batch_size=size,
             max_delay=delay,

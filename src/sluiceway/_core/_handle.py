@@ -2,56 +2,30 @@
 
 How many threads run is the engine's choice, not the shard count's. Under the GIL, threads
 that compute only take turns, so while handlers hold the GIL one awake worker drains every
-due shard and the others stay asleep; while handlers wait on I/O (measured: thread CPU time
-against wall time of sampled handler calls), a worker that finds more due shards wakes a
-helper, so up to ``workers`` batches wait on I/O at once.
+due shard and the others stay benched (see ``_signal``); while handlers wait on I/O
+(measured: thread CPU time against wall time of sampled handler calls), a worker that finds
+more due shards wakes a benched helper, so up to ``workers`` batches wait on I/O at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
-from ._batch import cut
+from ._batch import Marks, cut
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, Shard
+from ._signal import remove, wake_bench, wake_role
 from ._state import State, Waiter
 
-__all__ = ["Workers", "arrived", "wake_one"]
+__all__ = ["Workers"]
 
 SAMPLE_EVERY = 16  # measure the handler's CPU share on one batch in this many
+SAMPLES_KEPT = 8  # judge on the best of this many samples
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
-
-
-def wake_one(st: State, force: bool = False) -> bool:
-    """Wake one sleeping worker. Call with ``st.park_lock`` held."""
-    if not st.parked:
-        return False
-    if not force and st.awake and not st.io_bound:
-        return False  # an awake worker will get to it; a second would only take turns
-    waiter = st.parked.popleft()
-    if waiter.timed:
-        waiter.timed = False
-        st.timed_parked -= 1
-    st.awake += 1
-    waiter.wake()
-    return True
-
-
-def arrived(st: State, queue: Any) -> None:
-    """Slow path of ``submit``, taken only while some worker sleeps."""
-    shard = st.shard_of[id(queue)]
-    if shard.first_seen is None:
-        shard.first_seen = st.now()
-    with st.park_lock:
-        if not st.parked:
-            return
-        if shard.depth() >= st.batch_size:
-            wake_one(st)  # a full batch is waiting
-        elif not st.timed_parked and (st.io_bound or not st.awake):
-            wake_one(st, force=True)  # nobody is watching the clock for this item
 
 
 class Workers:
@@ -62,26 +36,24 @@ class Workers:
         self.outcomes = outcomes
         self.priority = priority
         self.threads: list[threading.Thread] = []
-        self.claim_lock = threading.Lock()
         self.cursor = 0
-        self.cpu_share = 1.0
-        self.samples = 0
+        self.shares: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.samples = SAMPLE_EVERY - 1  # measure the very first batch
 
     def start(self) -> None:
         """Start the threads (once)."""
         if self.threads:
             return
-        st = self.st
-        for i in range(st.cfg.workers):
-            t = threading.Thread(target=self._loop, name=f"sluiceway-worker-{i}", daemon=True)
+        for i in range(self.st.cfg.workers):
+            t = threading.Thread(
+                target=self._loop, args=(i,), name=f"sluiceway-worker-{i}", daemon=True
+            )
             self.threads.append(t)
         self.threads.append(
             threading.Thread(
                 target=self.priority.run_thread, name="sluiceway-priority", daemon=True
             )
         )
-        with st.park_lock:
-            st.awake += st.cfg.workers
         for t in self.threads:
             t.start()
 
@@ -89,7 +61,7 @@ class Workers:
         """Wake every sleeping thread (flush, drain, stop)."""
         st = self.st
         with st.park_lock:
-            while wake_one(st, force=True):
+            while wake_role(st) or wake_bench(st):
                 pass
         st.prio_parked = False
         st.prio_waiter.wake()
@@ -102,8 +74,10 @@ class Workers:
         return sum(t.is_alive() for t in self.threads)
 
     # -- the worker loop -----------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
         st = self.st
+        ready = st.ready
+        ready[index] = 1
         me = Waiter()
         now = st.now
         pq = st.pq
@@ -115,13 +89,19 @@ class Workers:
                 serve()
             shard, reason, deadline = claim(now())
             if shard is not None:
+                # Not ready while in the handler; a priority item that came just before we
+                # said so is served first (it may have counted on us).
+                ready[index] = 0
+                if pq:
+                    serve()
                 run(shard, reason)
+                ready[index] = 1
                 continue
+            ready[index] = 0
             if st.stopping:
-                with st.park_lock:
-                    st.awake -= 1
                 return
-            self._park(me, deadline)
+            self._sleep(me, deadline)
+            ready[index] = 1
 
     def claim(self, now: float) -> tuple[Shard | None, int, float | None]:
         """Find and mark busy the next shard with a due batch, or say when one is due."""
@@ -134,6 +114,8 @@ class Workers:
         shards = st.shards
         n = len(shards)
         start = self.cursor
+        seen_since = st.last_scan  # anything unstamped arrived after this
+        st.last_scan = now
         deadline: float | None = None
         for i in range(n):
             shard = shards[(start + i) % n]
@@ -142,7 +124,7 @@ class Workers:
             depth = shard.depth()
             if not depth:
                 continue
-            if depth >= size:
+            if depth >= size or shard.full():
                 reason = FLUSH_SIZE
             elif draining:
                 reason = FLUSH_SHUTDOWN
@@ -151,79 +133,125 @@ class Workers:
             else:
                 first = shard.first_seen
                 if first is None:
-                    shard.first_seen = first = now
+                    shard.first_seen = first = seen_since
                 due = first + delay
                 if now < due:
                     if deadline is None or due < deadline:
                         deadline = due
                     continue
                 reason = FLUSH_TIME
-            with self.claim_lock:
-                if shard.busy:
-                    continue
-                shard.busy = True
+            try:
+                shard.free.pop()  # atomic: of two racing workers, one gets the shard
+            except IndexError:
+                continue
+            shard.busy = True
             self.cursor = (start + i + 1) % n
             return shard, reason, None
         return None, 0, deadline
 
     def run(self, shard: Shard, reason: int) -> None:
-        """Cut one batch off a claimed shard and settle it; then release the shard."""
+        """Cut one batch off a claimed shard, call the handler, settle; release the shard."""
         st = self.st
+        items, marks = cut(st, shard, st.batch_size)
+        if not items:
+            shard.release()
+            return
+        if shard.depth():
+            shard.first_seen = st.last_scan
+        else:
+            shard.first_seen = None
+            shard.flush_requested = False
+        if st.draining and len(items) < st.batch_size:
+            reason = FLUSH_SHUTDOWN  # slots filled up with SKIP by the closing pool
+        shard.flushes[reason] += 1
+        if st.bench and st.io_bound and self._more_due():
+            with st.park_lock:
+                wake_bench(st)
+        box: list[tuple[list[Any], Marks | None]] = [(items, marks)]
+        shard.box = box
+        self.samples += 1
+        if self.samples % SAMPLE_EVERY:
+            try:
+                st.cfg.handler(items)
+            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+                error: BaseException | None = exc
+            else:
+                error = None
+        else:
+            error = self._call_sampled(items)
+        shard.box = None
+        shard.batches += 1
         try:
-            items, marks = cut(shard, st.batch_size)
-            if not items:
-                return
-            if shard.depth():
-                shard.first_seen = st.now()
-            else:
-                shard.first_seen = None
-                shard.flush_requested = False
-            shard.flushes[reason] += 1
-            if st.parked and st.io_bound and self._more_due():
-                with st.park_lock:
-                    wake_one(st)
-            self.samples += 1
-            if self.samples % SAMPLE_EVERY:
-                self.outcomes.run(shard, items, marks)
-            else:
-                self._run_sampled(shard, items, marks)
-        finally:
-            shard.busy = False
+            box.pop()
+        except IndexError:  # shutdown gave up on this batch and dead-lettered it already
+            shard.release()
+            return
+        if error is None:
+            shard.processed += len(items)
+            if marks:
+                for completion, count in marks:
+                    completion._settle(count, 0)
+        else:
+            self.outcomes.failed(shard, items, marks, error)
+        self.outcomes.release(shard, len(items))
+        shard.release()
 
-    def _run_sampled(self, shard: Shard, items: list[Any], marks: Any) -> None:
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
-        self.outcomes.run(shard, items, marks)
+    def _call_sampled(self, items: list[Any]) -> BaseException | None:
+        """Call the handler, timing it: batch-time EMA, and the CPU share of its wall time.
+
+        A computing handler that the GIL preempted looks like one waiting on I/O (long wall
+        time, little CPU), so I/O-boundness is judged by the best recent sample.
+        """
+        st = self.st
+        t0, wall0, cpu0 = st.now(), time.perf_counter(), time.thread_time()
+        try:
+            st.cfg.handler(items)
+        except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+            error: BaseException | None = exc
+        else:
+            error = None
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        st.batch_ema += (st.now() - t0 - st.batch_ema) * 0.25
         if wall > 0:
-            self.cpu_share += (min(cpu / wall, 1.0) - self.cpu_share) * 0.25
-            self.st.io_bound = self.cpu_share < IO_BOUND_BELOW
+            self.shares.append(min(cpu / wall, 1.0))
+            st.io_bound = max(self.shares) < IO_BOUND_BELOW
+        return error
 
     def _more_due(self) -> bool:
         size = self.st.batch_size
         return any(not s.busy and s.depth() >= size for s in self.st.shards)
 
-    def _park(self, me: Waiter, deadline: float | None) -> None:
+    def _sleep(self, me: Waiter, deadline: float | None) -> None:
+        """Sleep in the first free role (timekeeper, listener), else on the bench."""
         st = self.st
+        delay = st.cfg.max_delay
         with st.park_lock:
-            st.parked.append(me)
-            me.timed = deadline is not None
-            if me.timed:
-                st.timed_parked += 1
-            st.awake -= 1
-        # Look once more after registering: a producer that appended before it could see us
-        # sleeping will not wake us, so its item must be visible now.
-        shard, _, deadline2 = self.claim(st.now()) if not st.stopping else (None, 0, None)
+            if deadline is not None and st.timekeeper is None:
+                role = "timekeeper"
+                st.timekeeper = me
+            elif deadline is None and st.timekeeper is None and not st.parked:
+                role = "listener"
+                st.parked.append(me)
+            else:
+                role = "bench"
+                st.bench.append(me)
+        # Look once more after taking the role: a producer that appended before it could see
+        # us asleep will not wake us, so its item must be visible now.
+        shard, _, again = self.claim(st.now())
         if shard is not None:
-            shard.busy = False  # unclaim; the loop will claim it again
-        if shard is None and not st.stopping and deadline2 == deadline:
-            timeout = None if deadline is None else deadline - st.now()
+            shard.release()  # the loop claims it again
+        elif not st.stopping and again == deadline and not st.pq:
+            if deadline is not None:  # the timekeeper
+                # Unstamped arrivals are due max_delay after the last scan at the latest.
+                timeout: float | None = min(deadline, st.last_scan + delay) - st.now()
+            else:
+                timeout = None
             st.clock.wait(me.lock, timeout)
         with st.park_lock:
-            try:
-                st.parked.remove(me)
-            except ValueError:  # a waker already took us off (and counted us awake)
-                return
-            if me.timed:
-                me.timed = False
-                st.timed_parked -= 1
-            st.awake += 1
+            if role == "timekeeper":
+                if st.timekeeper is me:
+                    st.timekeeper = None
+            elif role == "listener":
+                remove(st.parked, me)
+            else:
+                remove(st.bench, me)

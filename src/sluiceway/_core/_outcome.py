@@ -14,6 +14,7 @@ from typing import Any
 from .._records import DeadLetter, describe_error
 from ._batch import Marks
 from ._shard import Shard
+from ._slots import mint
 from ._state import State
 
 __all__ = ["Outcomes"]
@@ -28,46 +29,21 @@ class Outcomes:
         self.st = st
         self.sink = sink
 
-    # -- regular batches ---------------------------------------------------------------
-    def run(self, shard: Shard, items: list[Any], marks: Marks | None) -> None:
-        """Call the handler on one batch and settle it; the caller holds the shard."""
-        st = self.st
-        now = st.now
-        box: list[tuple[list[Any], Marks | None]] = [(items, marks)]
-        shard.box = box
-        t0 = now()
-        try:
-            st.cfg.handler(items)
-        except BaseException as exc:  # noqa: BLE001 - any failure of user code is an outcome
-            error: BaseException | None = exc
-        else:
-            error = None
-        elapsed = now() - t0
-        st.batch_ema += (elapsed - st.batch_ema) * 0.125
-        shard.batches += 1
-        shard.box = None
-        try:
-            box.pop()
-        except IndexError:  # shutdown gave up on this batch and dead-lettered it already
-            return
-        n = len(items)
-        if error is None:
-            shard.processed += n
-            if marks:
-                for completion, count in marks:
-                    completion._settle(count, 0)
-        else:
-            self.dead_batch(shard, items, marks, "handler-error", error, attempts=1)
-        self.release(shard, n)
+    def failed(
+        self, shard: Shard, items: list[Any], marks: Marks | None, error: BaseException
+    ) -> None:
+        """A batch's handler call raised: dead-letter its items."""
+        self.dead_batch(shard, items, marks, "handler-error", error, attempts=1)
 
     def release(self, shard: Shard, count: int) -> None:
         """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
         st = self.st
-        pool = st.pool
-        if pool is not None:
-            pool.give_back(shard.parts[0].append, count)
+        if st.pool is not None:
+            size = min(st.batch_size, shard.capacity)
+            st.pool.give_back_minted(count, lambda n: mint(st, shard, n, size), size)
         else:
-            shard.pool.give_back(None, count)  # type: ignore[attr-defined]
+            assert shard.pool is not None
+            shard.pool.give_back(None, count, shard.signal)
         if st.room_waiters or st.idle_waiters:
             with st.count_lock:
                 st.wake_all(st.room_waiters)

@@ -2,7 +2,10 @@
 
 Priority items never wait behind regular batches: a dedicated thread serves them, and every
 worker also serves pending priority items before it starts its next batch, so whichever
-thread holds the GIL next picks them up. Under a saturating load the remaining wait is the
+thread holds the GIL next picks them up. The dedicated thread is woken only when no worker
+is awake between batches (one that is serves the item before its next batch, which is
+sooner than a woken thread could get the GIL); waking it for every priority item would cost
+a thread switch each. Under a saturating load the remaining wait is the
 interpreter's thread switch interval (5 ms by default; see ``Pipeline(switch_interval=)``).
 """
 
@@ -45,7 +48,7 @@ class PriorityLane:
                 st.prio_refused += 1
             return False
         st.pq.append((item, st.now(), None))
-        if st.prio_parked:
+        if st.prio_parked and (st.io_bound or 1 not in st.ready):
             st.prio_parked = False
             st.prio_waiter.wake()
         return True
@@ -71,7 +74,7 @@ class PriorityLane:
             inflight[key] = box
             try:
                 handle(item)
-            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome
+            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
                 error: BaseException | None = exc
             else:
                 error = None

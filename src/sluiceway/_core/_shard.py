@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from ._completion import Completion
+from ._slots import Slot
 from ._tokens import TokenPool
 
 __all__ = ["FLUSH_MANUAL", "FLUSH_SHUTDOWN", "FLUSH_SIZE", "FLUSH_TIME", "Chunk", "Shard"]
@@ -53,19 +54,27 @@ class Shard:
         "first_seen",
         "flush_requested",
         "flushes",
+        "free",
         "index",
         "lock",
         "parts",
         "pool",
         "processed",
+        "signal",
+        "slots",
+        "token",
     )
 
     def __init__(self, index: int, capacity: int) -> None:
         self.index = index
         self.capacity = capacity
         self.parts: list[deque[Any]] = []
+        self.slots: deque[Slot] = deque()  # unkeyed: batches being filled, oldest first
         self.pool: TokenPool | None = None  # keyed pipelines: this shard's own pool
+        self.token: object = None  # what a finished item of this shard returns to the pool
+        self.signal: object = None  # ... and once a batch, this signalling token
         self.busy = False
+        self.free = [True]  # popped to claim the shard, appended to release it
         self.box: list[Any] | None = None  # the batch in the handler; see _outcome
         self.first_seen: float | None = None  # when the oldest queued item was first seen
         self.flush_requested = False
@@ -78,12 +87,30 @@ class Shard:
         self.flushes = [0, 0, 0, 0]
         self.lock = threading.Lock()
 
+    def release(self) -> None:
+        """Let another worker claim this shard."""
+        self.busy = False
+        self.free.append(True)
+
     def depth(self) -> int:
-        """Items queued (not yet cut into a batch)."""
+        """Items queued (not yet cut into a batch); unkeyed, an estimate from the head."""
         parts = self.parts
         if len(parts) == 1:
-            return len(parts[0]) + self.chunk_extra
-        return sum(map(len, parts)) + self.chunk_extra
+            depth = len(parts[0]) + self.chunk_extra
+        else:
+            depth = sum(map(len, parts)) + self.chunk_extra
+        slots = self.slots
+        if slots:
+            head = slots[0]
+            depth += len(head.items) - head.offset
+            if len(slots) > 1:
+                depth += len(slots[1].items)
+        return depth
+
+    def full(self) -> bool:
+        """A whole batch can be cut now (unkeyed: the oldest slot is complete)."""
+        slots = self.slots
+        return bool(slots) and len(slots[0].items) >= slots[0].size
 
     def add_chunk(self, part: deque[Any], chunk: Chunk) -> None:
         """Queue a tracked run of items (producer side)."""

@@ -34,7 +34,7 @@ def abandon(st: State, outcomes: Outcomes, lane: PriorityLane) -> int:
                 else:
                     outcomes.dead_batch(shard, items, marks, REASON, None, attempts=1)
                     found += len(items)
-            items, marks = drain_all(shard)
+            items, marks = drain_all(st, shard)
             if items:
                 outcomes.dead_batch(shard, items, marks, REASON, None, attempts=0)
                 found += len(items)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 
 __all__ = ["TokenPool"]
@@ -19,7 +19,7 @@ __all__ = ["TokenPool"]
 class TokenPool:
     """A bounded lane's free capacity."""
 
-    __slots__ = ("_lock", "cleared", "closed", "initial", "returned", "take", "tokens")
+    __slots__ = ("_lock", "cleared", "closed", "credit", "initial", "returned", "take", "tokens")
 
     def __init__(self, tokens: Iterable[object]) -> None:
         self.tokens: deque[object] = deque(tokens)
@@ -27,31 +27,59 @@ class TokenPool:
         self.initial = len(self.tokens)
         self.returned = 0  # tokens put back while open
         self.cleared = 0  # tokens removed by close()
+        self.credit = 0  # capacity returned but not yet minted into tokens
         self.closed = False
         self._lock = threading.Lock()
 
-    def give_back(self, token: object, count: int) -> None:
-        """Return ``count`` copies of ``token`` (a finished batch's worth)."""
-        with self._lock:
-            if not self.closed:
-                self.returned += count
-                self.tokens.extend(repeat(token, count))
+    def give_back(self, token: object, count: int, last: object = None) -> None:
+        """Return ``count`` tokens: copies of ``token``, the final one ``last`` if given.
 
-    def close(self) -> None:
-        """Refuse from now on: empty the pool, counting exactly what was removed."""
+        ``last`` is a signalling token (see ``_signal``): one per finished batch, so that
+        the producer that takes it checks, once a batch rather than once an item, whether a
+        sleeping worker should hear that a batch is full.
+        """
+        with self._lock:
+            if not self.closed and count > 0:
+                self.returned += count
+                if last is None:
+                    self.tokens.extend(repeat(token, count))
+                else:
+                    self.tokens.extend(repeat(token, count - 1))
+                    self.tokens.append(last)
+
+    def give_back_minted(self, count: int, mint: Callable[[int], list[object]], size: int) -> int:
+        """Return capacity as freshly minted tokens, in whole batches where it can.
+
+        ``credit`` collects returned capacity until a whole batch's worth (``size``) can be
+        minted; when the pool runs low everything is minted, so no capacity is withheld
+        while producers could use it. Returns the credit left over.
+        """
         with self._lock:
             if self.closed:
-                return
+                return 0
+            self.credit += count
+            n = self.credit if len(self.tokens) < size else self.credit - self.credit % size
+            if n:
+                self.credit -= n
+                self.returned += n
+                self.tokens.extend(mint(n))
+            return self.credit
+
+    def close(self) -> list[object]:
+        """Refuse from now on: empty the pool; return exactly the tokens removed."""
+        with self._lock:
+            if self.closed:
+                return []
             self.closed = True
-            pop = self.tokens.pop
-            cleared = 0
+            pop = self.tokens.popleft
+            cleared: list[object] = []
             try:  # each pop is atomic, so a racing producer's pop is never double-counted
                 while True:
-                    pop()
-                    cleared += 1
+                    cleared.append(pop())
             except IndexError:
                 pass
-            self.cleared = cleared
+            self.cleared = len(cleared)
+            return cleared
 
     def granted(self) -> int:
         """How many tokens have ever been taken by producers."""

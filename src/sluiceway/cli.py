@@ -1,0 +1,81 @@
+"""The ``sluiceway`` command: ``bench`` (the main job), and the integrations' commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _csv(choices: Sequence[str]) -> type:
+    """An argparse type for a comma-separated subset of ``choices``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        bad = [x for x in items if x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} (got {text!r})")
+        return items
+
+    return parse  # type: ignore[return-value]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .bench._config import ENGINES, PHASES
+
+    parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the seed workload for every engine, side by side",
+        description="Run shared/WORKLOAD.md's phases for sluiceway and its baselines.",
+    )
+    bench.add_argument("--quick", action="store_true", help="a smoke run (under 15 s)")
+    bench.add_argument(
+        "--duration-scale", type=float, default=1.0, help="multiply every phase's length"
+    )
+    bench.add_argument("--engines", type=_csv([*ENGINES]), default=ENGINES)
+    bench.add_argument("--phases", type=_csv([p.name for p in PHASES]), default=None)
+    bench.add_argument("--shards", type=int, default=8)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--handler", choices=("cpu", "io"), default=None)
+    bench.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0005,
+        help="sys.setswitchinterval while sluiceway runs (seconds)",
+    )
+    bench.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=10_000,
+        help="gc threshold 0 while sluiceway runs (0: leave the interpreter's default)",
+    )
+    bench.add_argument(
+        "--submit-many",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="also run saturate-cpu with submit_many in chunks of N (0: skip)",
+    )
+    bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
+    bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
+    bench.add_argument("--no-live", action="store_true", help="no live display")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sluiceway`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "bench":
+        from .bench._cli import bench_command
+
+        return bench_command(args)
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
