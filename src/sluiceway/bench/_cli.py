@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ._config import PHASES, BenchConfig
-from ._runner import Result, run_bench
+from ._runner import PhaseResult, Result, run_bench
 from ._table import render_text
 
 __all__ = ["bench_command", "config_from_args"]
@@ -64,10 +64,9 @@ def _run(cfg: BenchConfig, live: bool) -> Result:
 
 
 def _progress(event: str, engine: object, spec: object, sink: object, phase: object) -> None:
-    if event == "end" and phase is not None:
-        r = phase
+    if event == "end" and isinstance(phase, PhaseResult):
         print(
-            f"  {r.phase:13s} {r.engine:15s} {r.throughput / 1e6:7.3f} M ev/s",  # type: ignore[attr-defined]
+            f"  {phase.phase:13s} {phase.engine:15s} {phase.throughput / 1e6:7.3f} M ev/s",
             file=sys.stderr,
             flush=True,
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._config import BenchConfig, PhaseSpec
 from ._engines import ENGINE_TYPES, Engine
+from ._sampler import Sampler
 from ._workload import IO_BASE, IO_PER_EVENT, Sink
 
 __all__ = ["PhaseResult", "Result", "io_ceiling", "run_bench"]
@@ -71,7 +72,7 @@ def _percentile_ms(values: list[int], q: float) -> float | None:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))] / 1e6
 
 
-Listener = Callable[[str, Engine, PhaseSpec, Sink | None, PhaseResult | None], None]
+Listener = Callable[[str, Engine, PhaseSpec, "Sampler | None", PhaseResult | None], None]
 
 
 def run_bench(cfg: BenchConfig, listener: Listener | None = None) -> Result:
@@ -125,10 +126,15 @@ def _run_one(
             None,
             None,
         )
-    if listener is not None:
-        listener("start", engine, spec, sink, None)
     gc.collect()
-    outcome = engine.run(sink, spec.seconds, rate)
+    sampler = Sampler(engine, sink)
+    if listener is not None:
+        listener("start", engine, spec, sampler, None)
+    sampler.start()
+    try:
+        outcome = engine.run(sink, spec.seconds, rate)
+    finally:
+        series = sampler.stop()
     latencies = list(sink.latencies)
     throughput = outcome.processed_in_window / outcome.window if outcome.window else 0.0
     accepted = outcome.produced.accepted
@@ -144,9 +150,10 @@ def _run_one(
         lost=accepted - outcome.processed - outcome.dead_lettered,
         priority_p50_ms=_percentile_ms(latencies, 0.5),
         priority_p99_ms=_percentile_ms(latencies, 0.99),
+        series=series,
     )
     if listener is not None:
-        listener("end", engine, spec, sink, phase)
+        listener("end", engine, spec, sampler, phase)
     return phase
 
 

@@ -9,7 +9,6 @@ record, for priority events, the latency from ``ts`` to handler start.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +30,9 @@ class Sink:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.done: deque[int] = deque()  # one entry per handler call: its event count
-        self.latencies: deque[int] = deque()  # priority latency, ns
+        # Appends are atomic under the GIL, so handlers on any thread record without a lock.
+        self.done: list[int] = []  # one entry per handler call: its event count
+        self.latencies: list[int] = []  # priority latency, ns
         self.batch = self.io if kind == "io" else self.cpu
 
     def processed(self) -> int:
