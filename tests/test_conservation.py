@@ -1,8 +1,10 @@
-"""Promise 1 under random traffic: every accepted item ends exactly once.
+"""Promise 1 under random traffic and faults: every accepted item ends exactly once.
 
-A hypothesis state machine submits (one, bulk, tracked, priority), flips handler failures,
-flushes, waits, and shuts down at a random point (sometimes with a timeout while a handler
-hangs). Whatever happens, accepted = processed + dead-lettered, item by item.
+A hypothesis state machine builds a pipeline with a random shape, retry policy and breaker,
+submits (one, bulk, tracked, priority), switches the downstream between healthy, down,
+permanently failing and partially failing, poisons items, breaks the dead-letter sink,
+flushes, and shuts down at a random point. Whatever happens, accepted = processed +
+dead-lettered, item by item, and no item is both.
 """
 
 from __future__ import annotations
@@ -21,21 +23,44 @@ WAIT = 10.0
 
 
 class Downstream:
-    """A handler that fails on demand, records successes, and can hang."""
+    """A handler that fails in the ways real downstreams do, and records successes."""
 
     def __init__(self) -> None:
         """Start healthy."""
-        self.failing = False
+        self.mode = "ok"  # ok | down | permanent | partial
         self.poison: set[int] = set()
         self.ok: Counter[Any] = Counter()
         self.lock = threading.Lock()
 
     def __call__(self, batch: list[Any]) -> None:
-        """Fail while down or when a poison item is in the batch; else record."""
-        if self.failing or any(x in self.poison for x in batch):
+        """Fail as the mode says, or on a poison item; else record the batch."""
+        if self.mode == "down" or any(x in self.poison for x in batch):
             raise ConnectionError("down")
+        if self.mode == "permanent":
+            raise sw.Permanent("rejected")
+        if self.mode == "partial" and len(batch) > 1:
+            with self.lock:
+                self.ok.update(batch[1:])
+            raise sw.BatchError({0: ConnectionError("first one failed")})
         with self.lock:
             self.ok.update(batch)
+
+
+class Sink:
+    """A dead-letter sink that can be made to fail."""
+
+    def __init__(self) -> None:
+        """Start working."""
+        self.failing = False
+        self.records: list[sw.DeadLetter] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, records: list[sw.DeadLetter]) -> None:
+        """Keep the records, or raise while failing."""
+        if self.failing:
+            raise OSError("sink down")
+        with self.lock:
+            self.records.extend(records)
 
 
 class Conservation(RuleBasedStateMachine):
@@ -44,6 +69,7 @@ class Conservation(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.down = Downstream()
+        self.sink = Sink()
         self.pipeline: sw.Pipeline | None = None
         self.accepted: Counter[Any] = Counter()
         self.next_id = 0
@@ -54,10 +80,25 @@ class Conservation(RuleBasedStateMachine):
         batch=st.integers(1, 9),
         capacity=st.integers(8, 60),
         keyed=st.booleans(),
+        attempts=st.none() | st.integers(1, 4),
+        isolate=st.booleans(),
+        breaker=st.none() | st.integers(1, 3),
     )
     @precondition(lambda self: self.pipeline is None)
-    def build(self, shards: int, batch: int, capacity: int, keyed: bool) -> None:
-        """Start a pipeline with random shape."""
+    def build(
+        self,
+        shards: int,
+        batch: int,
+        capacity: int,
+        keyed: bool,
+        attempts: int | None,
+        isolate: bool,
+        breaker: int | None,
+    ) -> None:
+        """Start a pipeline with a random shape and failure policy."""
+        retry = None
+        if attempts is not None:
+            retry = sw.Retry(attempts=attempts, backoff=0.0005, max_backoff=0.002, isolate=isolate)
         self.pipeline = sw.Pipeline(
             self.down,
             shards=shards,
@@ -65,6 +106,9 @@ class Conservation(RuleBasedStateMachine):
             capacity=max(capacity, shards),
             max_delay=0.001,
             key=(lambda x: x % 3) if keyed else None,
+            retry=retry,
+            breaker=None if breaker is None else sw.Breaker(failures=breaker, cooldown=0.002),
+            dead_letter=self.sink,
         ).start()
 
     def _ids(self, n: int) -> list[int]:
@@ -93,10 +137,15 @@ class Conservation(RuleBasedStateMachine):
             k = self.pipeline.submit_many(items, priority)
         self.accepted.update(items[:k])
 
+    @rule(mode=st.sampled_from(["ok", "ok", "down", "permanent", "partial"]))
+    def downstream_mode(self, mode: str) -> None:
+        """The downstream changes how it behaves."""
+        self.down.mode = mode
+
     @rule(failing=st.booleans())
-    def flip_failures(self, failing: bool) -> None:
-        """The downstream goes down or comes back."""
-        self.down.failing = failing
+    def flip_sink(self, failing: bool) -> None:
+        """The dead-letter sink breaks or recovers."""
+        self.sink.failing = failing
 
     @rule(item=st.integers(0, 200))
     def poison(self, item: int) -> None:
@@ -124,13 +173,19 @@ class Conservation(RuleBasedStateMachine):
             ok = Counter(self.down.ok)
         for item, n in ok.items():
             assert n <= self.accepted[item] == 1
+        with self.sink.lock:
+            dead = Counter(d.item for d in self.sink.records)
+        assert not (ok & dead)
 
     def teardown(self) -> None:
         """Shut down if the run did not, then check conservation item by item."""
         if self.pipeline is None:
             return
+        self.down.mode = "ok"
         report = self.report or self.pipeline.shutdown(timeout=WAIT)
-        dead = Counter(d.item for d in self.pipeline.dead_letters.records())
+        kept = self.sink.records + self.pipeline.undelivered_dead_letters()
+        dead = Counter(d.item for d in kept)
+        assert all(d.reason for d in kept)
         assert report.lost == 0
         assert report.accepted == sum(self.accepted.values())
         assert report.processed == sum(self.down.ok.values())

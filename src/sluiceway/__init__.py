@@ -17,6 +17,7 @@ from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._core._completion import Completion as Completion
 from ._core._pipeline import Pipeline as Pipeline
+from ._deadletters import JsonlDeadLetters as JsonlDeadLetters
 from ._deadletters import MemoryDeadLetters as MemoryDeadLetters
 from ._errors import BatchError as BatchError
 from ._errors import CircuitOpen as CircuitOpen
@@ -26,6 +27,8 @@ from ._errors import ConfigTypeError as ConfigTypeError
 from ._errors import Full as Full
 from ._errors import Permanent as Permanent
 from ._errors import SluicewayError as SluicewayError
+from ._policy import Breaker as Breaker
+from ._policy import Retry as Retry
 from ._records import DeadLetter as DeadLetter
 from ._records import DrainReport as DrainReport
 from ._records import ShardStats as ShardStats
@@ -35,6 +38,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BatchError",
+    "Breaker",
     "CircuitOpen",
     "Clock",
     "Closed",
@@ -44,9 +48,11 @@ __all__ = [
     "DeadLetter",
     "DrainReport",
     "Full",
+    "JsonlDeadLetters",
     "MemoryDeadLetters",
     "Permanent",
     "Pipeline",
+    "Retry",
     "ShardStats",
     "SluicewayError",
     "Stats",

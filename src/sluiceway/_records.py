@@ -26,7 +26,8 @@ class DeadLetter:
     """An accepted item the engine gave up on, and why.
 
     ``reason`` is one of ``"handler-error"`` (no retry policy), ``"retries-exhausted"``,
-    ``"permanent"``, ``"shutdown-timeout"``. ``shard`` is None for the priority lane.
+    ``"permanent"`` (``sw.Permanent`` or an exception outside ``Retry.retry_on``),
+    ``"shutdown-timeout"``. ``shard`` is None for the priority lane.
     ``timestamp`` is wall-clock seconds (``time.time()``).
     """
 
@@ -57,6 +58,7 @@ class DrainReport:
     unfinished: int
     timed_out: bool
     stuck_threads: int = 0
+    undelivered: int = 0  # dead letters the sink refused; see Pipeline.undelivered_dead_letters
 
     @property
     def lost(self) -> int:
@@ -75,6 +77,7 @@ class ShardStats:
     dead_lettered: int
     batches: int
     in_handler: bool
+    breaker: str = "closed"  # "closed", "open" or "half-open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ class Stats:
     priority_latency_p99: float | None
     shards: tuple[ShardStats, ...] = field(default=())
     closed: bool = False
+    retries: int = 0  # handler calls that retried a failed batch
+    dead_letters_undelivered: int = 0  # records the dead-letter sink refused, held in memory
 
     @staticmethod
     def flush_map(counts: list[int]) -> Mapping[str, int]:

@@ -15,9 +15,10 @@ from collections import deque
 from typing import Any
 
 from ._batch import Marks, cut
+from ._failure import Failures, Segment, owners_of
 from ._outcome import Outcomes
 from ._priority import PriorityLane
-from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, Shard
+from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY, Shard
 from ._signal import remove, wake_bench, wake_role
 from ._state import State, Waiter
 
@@ -31,9 +32,12 @@ IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
 class Workers:
     """The pool of worker threads and the priority lane's thread."""
 
-    def __init__(self, st: State, outcomes: Outcomes, priority: PriorityLane) -> None:
+    def __init__(
+        self, st: State, outcomes: Outcomes, priority: PriorityLane, failures: Failures
+    ) -> None:
         self.st = st
         self.outcomes = outcomes
+        self.failures = failures
         self.priority = priority
         self.threads: list[threading.Thread] = []
         self.cursor = 0
@@ -108,6 +112,8 @@ class Workers:
         st = self.st
         if st.stopping:
             return None, 0, None
+        if st.suspended:
+            self.failures.check_all_open()  # a cooldown may have ended
         size = st.batch_size
         delay = st.cfg.max_delay
         draining = st.draining
@@ -121,53 +127,113 @@ class Workers:
             shard = shards[(start + i) % n]
             if shard.busy:
                 continue
-            depth = shard.depth()
-            if not depth:
+            gate = shard.breaker
+            if gate is not None and not gate.allows(now):
+                if gate.open_until is not None and now < gate.open_until:
+                    if deadline is None or gate.open_until < deadline:
+                        deadline = gate.open_until
+                    if shard.slots and shard.depth():
+                        self._adopt(shard, now)  # a healthy shard takes its due batch
                 continue
-            if depth >= size or shard.full():
-                reason = FLUSH_SIZE
-            elif draining:
-                reason = FLUSH_SHUTDOWN
-            elif shard.flush_requested:
-                reason = FLUSH_MANUAL
-            else:
-                first = shard.first_seen
-                if first is None:
-                    shard.first_seen = first = seen_since
-                due = first + delay
-                if now < due:
-                    if deadline is None or due < deadline:
-                        deadline = due
+            if shard.pending:
+                if now < shard.not_before:
+                    if deadline is None or shard.not_before < deadline:
+                        deadline = shard.not_before
                     continue
-                reason = FLUSH_TIME
+                reason = RETRY
+            else:
+                depth = shard.depth()
+                if not depth:
+                    continue
+                if depth >= size or shard.full():
+                    reason = FLUSH_SIZE
+                elif draining:
+                    reason = FLUSH_SHUTDOWN
+                elif shard.flush_requested:
+                    reason = FLUSH_MANUAL
+                else:
+                    first = shard.first_seen
+                    if first is None:
+                        shard.first_seen = first = seen_since
+                    due = first + delay
+                    if now < due:
+                        if deadline is None or due < deadline:
+                            deadline = due
+                        continue
+                    reason = FLUSH_TIME
             try:
                 shard.free.pop()  # atomic: of two racing workers, one gets the shard
             except IndexError:
                 continue
             shard.busy = True
+            if gate is not None and gate.open_until is not None:
+                gate.probing = True  # half-open: this batch is the probe
             self.cursor = (start + i + 1) % n
             return shard, reason, None
         return None, 0, deadline
 
-    def run(self, shard: Shard, reason: int) -> None:
-        """Cut one batch off a claimed shard, call the handler, settle; release the shard."""
+    def _adopt(self, sick: Shard, now: float) -> None:
+        """Hand a due batch of a shard whose breaker is open to an idle healthy shard.
+
+        Unkeyed items have no order to keep, so the batch becomes a fresh segment on the
+        healthy shard, which takes it before its own work.
+        """
         st = self.st
-        items, marks = cut(st, shard, st.batch_size)
-        if not items:
-            shard.release()
+        first = sick.first_seen
+        due = (
+            sick.full()
+            or st.draining
+            or sick.flush_requested
+            or (first is not None and now >= first + st.cfg.max_delay)
+        )
+        if not due:
+            if first is None:
+                sick.first_seen = now
             return
-        if shard.depth():
-            shard.first_seen = st.last_scan
+        for shard in st.shards:
+            gate = shard.breaker
+            if shard is sick or shard.busy or (gate is not None and not gate.allows(now)):
+                continue
+            try:
+                sick.free.pop()
+            except IndexError:
+                return
+            try:
+                items, marks = cut(st, sick, st.batch_size)
+                sick.first_seen = now if sick.depth() else None
+            finally:
+                sick.free.append(True)
+            if items:
+                shard.pending.append(Segment(items, owners_of(marks, len(items)), 0, [0]))
+            return
+
+    def run(self, shard: Shard, reason: int) -> None:
+        """Take one batch (or retry segment) of a claimed shard, call the handler, settle."""
+        st = self.st
+        segment: Segment | None = None
+        marks: Marks | None = None
+        if reason == RETRY:
+            segment = shard.pending.popleft()
+            items = segment.items
         else:
-            shard.first_seen = None
-            shard.flush_requested = False
-        if st.draining and len(items) < st.batch_size:
-            reason = FLUSH_SHUTDOWN  # slots filled up with SKIP by the closing pool
-        shard.flushes[reason] += 1
+            items, marks = cut(st, shard, st.batch_size)
+            if not items:
+                shard.release()
+                return
+            if shard.depth():
+                shard.first_seen = st.last_scan
+            else:
+                shard.first_seen = None
+                shard.flush_requested = False
+            if st.draining and len(items) < st.batch_size:
+                reason = FLUSH_SHUTDOWN  # slots filled up with SKIP by the closing pool
+            shard.flushes[reason] += 1
         if st.bench and st.io_bound and self._more_due():
             with st.park_lock:
                 wake_bench(st)
-        box: list[tuple[list[Any], Marks | None]] = [(items, marks)]
+        box: list[tuple[list[Any], Marks | None, Any]] = [
+            (items, marks, None if segment is None else segment.owners)
+        ]
         shard.box = box
         self.samples += 1
         if self.samples % SAMPLE_EVERY:
@@ -186,14 +252,27 @@ class Workers:
         except IndexError:  # shutdown gave up on this batch and dead-lettered it already
             shard.release()
             return
+        n = len(items)
         if error is None:
-            shard.processed += len(items)
-            if marks:
-                for completion, count in marks:
-                    completion._settle(count, 0)
+            gate = shard.breaker
+            if gate is not None and gate.open_until is not None:
+                gate.success()
+                self.failures.check_all_open()
+            elif gate is not None:
+                gate.consecutive = 0
+            if segment is not None:
+                self.failures.succeeded(shard, n, segment.owners)
+            else:
+                shard.processed += n
+                if marks:
+                    for completion, count in marks:
+                        completion._settle(count, 0)
+            done = n
         else:
-            self.outcomes.failed(shard, items, marks, error)
-        self.outcomes.release(shard, len(items))
+            owners = segment.owners if segment is not None else owners_of(marks, n)
+            done = self.failures.failed(shard, items, owners, segment, error)
+        if done:
+            self.outcomes.release(shard, done)
         shard.release()
 
     def _call_sampled(self, items: list[Any]) -> BaseException | None:

@@ -7,6 +7,8 @@ expires) decides the batch's outcome, and the other leaves it alone.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,9 @@ from ._state import State
 __all__ = ["Outcomes"]
 
 DeadLetterSink = Callable[[list[DeadLetter]], object]
+SINK_TRIES = 3
+BACKLOG_MAX = 1_000_000
+log = logging.getLogger("sluiceway")
 
 
 class Outcomes:
@@ -28,12 +33,10 @@ class Outcomes:
     def __init__(self, st: State, sink: DeadLetterSink) -> None:
         self.st = st
         self.sink = sink
-
-    def failed(
-        self, shard: Shard, items: list[Any], marks: Marks | None, error: BaseException
-    ) -> None:
-        """A batch's handler call raised: dead-letter its items."""
-        self.dead_batch(shard, items, marks, "handler-error", error, attempts=1)
+        self.lock = threading.Lock()
+        self.backlog: list[DeadLetter] = []  # records the sink refused, kept to retry
+        self.overflow = 0  # records beyond BACKLOG_MAX while the sink kept failing
+        self.sink_errors = 0
 
     def release(self, shard: Shard, count: int) -> None:
         """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
@@ -76,5 +79,32 @@ class Outcomes:
                 completion._settle(0, count)
 
     def deliver(self, records: list[DeadLetter]) -> None:
-        """Hand records to the sink. The sink must not lose them; see MemoryDeadLetters."""
-        self.sink(records)
+        """Hand records to the sink, retrying it; as a last resort keep them in memory.
+
+        Records kept are tried again with the next delivery and reported by ``stats()`` and
+        the drain report (``undelivered``); past ``BACKLOG_MAX`` the oldest are counted in
+        ``overflow`` and logged, never dropped without a trace.
+        """
+        with self.lock:
+            if self.backlog:
+                records = self.backlog + records
+                self.backlog = []
+        for _ in range(SINK_TRIES):
+            try:
+                self.sink(records)
+            except Exception:  # noqa: BLE001 - a broken sink must not take the engine down
+                self.sink_errors += 1
+            else:
+                return
+        with self.lock:
+            self.backlog.extend(records)
+            excess = len(self.backlog) - BACKLOG_MAX
+            if excess > 0:
+                del self.backlog[:excess]
+                self.overflow += excess
+                log.error("dead-letter sink failing: %d records could not be kept", excess)
+
+    def undelivered(self) -> list[DeadLetter]:
+        """Records the sink has refused so far (kept in memory)."""
+        with self.lock:
+            return list(self.backlog)

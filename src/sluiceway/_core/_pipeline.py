@@ -12,11 +12,13 @@ from typing import Any, Self
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
 from .._errors import Closed, ConfigTypeError, Full
+from .._policy import Breaker, Retry
 from .._records import DeadLetter, DrainReport, ShardStats, Stats
 from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
+from ._failure import Failures
 from ._handle import Workers
 from ._outcome import Outcomes
 from ._priority import PriorityLane
@@ -40,7 +42,11 @@ class Pipeline:
     ``priority_handler(item)`` call per item, ahead of regular work.
 
     Every admitted item ends exactly once as processed (its handler call returned) or
-    dead-lettered (see ``dead_letters``), including at shutdown.
+    dead-lettered (see ``dead_letters``), including at shutdown. ``retry`` (a
+    :class:`Retry`) retries failed batches with backoff and isolates poison items;
+    ``breaker`` (a :class:`Breaker`) stops calling a failing shard for a cool-down;
+    ``dead_letter`` is any callable taking a list of :class:`DeadLetter` (default: kept in
+    memory, ``p.dead_letters``).
 
     ``workers`` caps the threads that call the handler (default: one a shard; only as many
     as the handlers can use are kept awake). ``switch_interval``, if given, is applied with
@@ -66,6 +72,8 @@ class Pipeline:
         key: KeyFunc | None = None,
         clock: Clock | None = None,
         workers: int | None = None,
+        retry: Retry | None = None,
+        breaker: Breaker | None = None,
         dead_letter: Callable[[list[DeadLetter]], object] | None = None,
         switch_interval: float | None = None,
         gc_threshold: int | None = None,
@@ -84,6 +92,10 @@ class Pipeline:
         )
         if clock is not None and not isinstance(clock, Clock):
             raise ConfigTypeError("clock", "must have now() and wait(lock, timeout)")
+        if retry is not None and not isinstance(retry, Retry):
+            raise ConfigTypeError("retry", "must be a sluiceway.Retry or None")
+        if breaker is not None and not isinstance(breaker, Breaker):
+            raise ConfigTypeError("breaker", "must be a sluiceway.Breaker or None")
         if dead_letter is not None and not callable(dead_letter):
             raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
         self._switch_interval = check_seconds("switch_interval", switch_interval, allow_none=True)
@@ -100,8 +112,9 @@ class Pipeline:
         st = self._st = State(self._cfg, self._clock)
         st.install_tokens(Signal)
         self._outcomes = Outcomes(st, sink)
-        self._lane = PriorityLane(st, self._outcomes)
-        self._workers = Workers(st, self._outcomes, self._lane)
+        self._failures = Failures(st, self._outcomes, retry, breaker)
+        self._lane = PriorityLane(st, self._outcomes, retry)
+        self._workers = Workers(st, self._outcomes, self._lane, self._failures)
         self._lifecycle = threading.Lock()
         self._started = False
         self._report: DrainReport | None = None
@@ -258,6 +271,7 @@ class Pipeline:
                 unfinished=unfinished,
                 timed_out=not drained,
                 stuck_threads=stuck,
+                undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
             )
             return self._report
 
@@ -280,6 +294,10 @@ class Pipeline:
             raise AttributeError("dead_letters: this pipeline sends them to its dead_letter sink")
         return self._memory
 
+    def undelivered_dead_letters(self) -> list[DeadLetter]:
+        """Dead letters the ``dead_letter`` sink kept refusing, held in memory meanwhile."""
+        return self._outcomes.undelivered()
+
     @property
     def closed(self) -> bool:
         """True once shutdown has begun."""
@@ -289,8 +307,18 @@ class Pipeline:
         """A frozen snapshot of the counters (cheap; nothing is counted per item)."""
         st = self._st
         cfg = self._cfg
+        now = st.now()
         shards = tuple(
-            ShardStats(s.index, s.depth(), s.capacity, s.processed, s.dead, s.batches, s.busy)
+            ShardStats(
+                s.index,
+                s.depth() + sum(len(seg.items) for seg in list(s.pending)),
+                s.capacity,
+                s.processed,
+                s.dead,
+                s.batches,
+                s.busy,
+                "closed" if s.breaker is None else s.breaker.state(now),
+            )
             for s in st.shards
         )
         flushes = [0, 0, 0, 0]
@@ -319,6 +347,8 @@ class Pipeline:
             priority_latency_p99=p99,
             shards=shards,
             closed=st.closed,
+            retries=self._failures.retries,
+            dead_letters_undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
         )
 
 

@@ -11,8 +11,11 @@ interpreter's thread switch interval (5 ms by default; see ``Pipeline(switch_int
 
 from __future__ import annotations
 
+import heapq
+import threading
 from typing import Any
 
+from .._policy import Retry
 from ._outcome import Outcomes
 from ._state import State
 
@@ -22,9 +25,13 @@ __all__ = ["PriorityLane"]
 class PriorityLane:
     """Admission and service of priority items."""
 
-    def __init__(self, st: State, outcomes: Outcomes) -> None:
+    def __init__(self, st: State, outcomes: Outcomes, retry: Retry | None = None) -> None:
         self.st = st
         self.outcomes = outcomes
+        self.retry = retry
+        self.retries: list[tuple[float, int, tuple[Any, float, Any], int]] = []  # a heap
+        self.retry_lock = threading.Lock()
+        self.seq = 0
         cfg = st.cfg
         if cfg.priority_handler is not None:
             self.handle = cfg.priority_handler
@@ -55,6 +62,8 @@ class PriorityLane:
 
     def serve(self) -> None:
         """Handle every pending priority item (called by the lane's thread and by workers)."""
+        if self.retries:
+            self._serve_retries()
         st = self.st
         pop = st.pq.popleft
         now = st.now
@@ -66,7 +75,7 @@ class PriorityLane:
                 entry = pop()
             except IndexError:
                 return
-            item, submitted, completion = entry
+            item, submitted, _ = entry
             start = now()
             latencies.append(start - submitted)
             box = [entry]
@@ -83,19 +92,55 @@ class PriorityLane:
                 box.pop()
             except IndexError:  # shutdown already dead-lettered it
                 continue
-            self.settle(item, completion, error)
+            self.settle(entry, error, 1)
 
-    def settle(self, item: Any, completion: Any, error: BaseException | None) -> None:
-        """Record one priority item's outcome and give its token back."""
+    def _serve_retries(self) -> None:
+        now = self.st.now()
+        while True:
+            with self.retry_lock:
+                if not self.retries or self.retries[0][0] > now:
+                    return
+                _, _, entry, calls = heapq.heappop(self.retries)
+            try:
+                self.handle(entry[0])
+            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
+                self.settle(entry, exc, calls + 1)
+            else:
+                self.settle(entry, None, calls + 1)
+
+    def next_retry(self) -> float | None:
+        """When the earliest priority retry is due, if any."""
+        with self.retry_lock:
+            return self.retries[0][0] if self.retries else None
+
+    def settle(
+        self, entry: tuple[Any, float, Any], error: BaseException | None, calls: int
+    ) -> None:
+        """Record one priority item's outcome (or schedule its retry); give its token back."""
         st = self.st
+        item, _, completion = entry
+        retry = self.retry
         if error is None:
             with st.prio_lock:
                 st.prio_done += 1
             if completion is not None:
                 completion._settle(1, 0)
+        elif retry is not None and retry.retryable(error) and calls < retry.attempts:
+            with self.retry_lock:
+                self.seq += 1
+                due = st.now() + retry.delay(calls)
+                heapq.heappush(self.retries, (due, self.seq, entry, calls))
+            if st.prio_parked:
+                st.prio_parked = False
+                st.prio_waiter.wake()  # its sleep must now end at the retry's due time
+            return
         else:
+            if retry is None:
+                reason = "handler-error"
+            else:
+                reason = "retries-exhausted" if retry.retryable(error) else "permanent"
             marks = None if completion is None else [(completion, 1)]
-            self.outcomes.dead_batch(None, [item], marks, "handler-error", error, attempts=1)
+            self.outcomes.dead_batch(None, [item], marks, reason, error, attempts=calls)
         st.ptokens.give_back(None, 1)
         if st.room_waiters or st.idle_waiters:
             with st.count_lock:
@@ -114,5 +159,6 @@ class PriorityLane:
             if st.pq or st.stopping:
                 st.prio_parked = False
                 continue
-            st.clock.wait(waiter.lock, None)
+            due = self.next_retry()
+            st.clock.wait(waiter.lock, None if due is None else due - st.now())
             st.prio_parked = False

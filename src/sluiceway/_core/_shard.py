@@ -19,9 +19,9 @@ from ._completion import Completion
 from ._slots import Slot
 from ._tokens import TokenPool
 
-__all__ = ["FLUSH_MANUAL", "FLUSH_SHUTDOWN", "FLUSH_SIZE", "FLUSH_TIME", "Chunk", "Shard"]
+__all__ = ["FLUSH_MANUAL", "FLUSH_SHUTDOWN", "FLUSH_SIZE", "FLUSH_TIME", "RETRY", "Chunk", "Shard"]
 
-FLUSH_SIZE, FLUSH_TIME, FLUSH_MANUAL, FLUSH_SHUTDOWN = range(4)
+FLUSH_SIZE, FLUSH_TIME, FLUSH_MANUAL, FLUSH_SHUTDOWN, RETRY = range(5)
 
 
 class Chunk:
@@ -45,6 +45,7 @@ class Shard:
     __slots__ = (
         "batches",
         "box",
+        "breaker",
         "busy",
         "capacity",
         "chunk_extra",
@@ -57,7 +58,9 @@ class Shard:
         "free",
         "index",
         "lock",
+        "not_before",
         "parts",
+        "pending",
         "pool",
         "processed",
         "signal",
@@ -86,6 +89,9 @@ class Shard:
         self.batches = 0
         self.flushes = [0, 0, 0, 0]
         self.lock = threading.Lock()
+        self.pending: deque[Any] = deque()  # failed segments to retry first (see _failure)
+        self.not_before = 0.0  # no handler call before this (a retry's backoff)
+        self.breaker: Any = None  # a _failure.BreakerState when the pipeline has a Breaker
 
     def release(self) -> None:
         """Let another worker claim this shard."""

@@ -94,6 +94,7 @@ class State:
         self.prio_refused = 0
         self.batch_ema = 0.0
 
+        self.suspended = False  # every breaker open: pools withhold their tokens
         self.closed = False
         self.draining = False
         self.stopping = False

@@ -28,12 +28,24 @@ def abandon(st: State, outcomes: Outcomes, lane: PriorityLane) -> int:
             box = shard.box
             if box is not None:
                 try:
-                    items, marks = box.pop()
+                    items, marks, owners = box.pop()
                 except IndexError:
                     pass
                 else:
+                    if owners is not None:
+                        marks = [(c, 1) for c in owners if c is not None]
                     outcomes.dead_batch(shard, items, marks, REASON, None, attempts=1)
                     found += len(items)
+            while shard.pending:
+                try:
+                    seg = shard.pending.popleft()
+                except IndexError:
+                    break
+                marks = None
+                if seg.owners is not None:
+                    marks = [(c, 1) for c in seg.owners if c is not None]
+                outcomes.dead_batch(shard, seg.items, marks, REASON, None, seg.calls)
+                found += len(seg.items)
             items, marks = drain_all(st, shard)
             if items:
                 outcomes.dead_batch(shard, items, marks, REASON, None, attempts=0)
@@ -45,6 +57,12 @@ def abandon(st: State, outcomes: Outcomes, lane: PriorityLane) -> int:
                 continue
             marks = None if completion is None else [(completion, 1)]
             outcomes.dead_batch(None, [item], marks, REASON, None, attempts=1)
+            found += 1
+        with lane.retry_lock:
+            retries, lane.retries = lane.retries, []
+        for _, _, (item, _, completion), calls in retries:
+            marks = None if completion is None else [(completion, 1)]
+            outcomes.dead_batch(None, [item], marks, REASON, None, attempts=calls)
             found += 1
         while st.pq:
             try:

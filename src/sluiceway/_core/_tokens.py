@@ -19,7 +19,18 @@ __all__ = ["TokenPool"]
 class TokenPool:
     """A bounded lane's free capacity."""
 
-    __slots__ = ("_lock", "cleared", "closed", "credit", "initial", "returned", "take", "tokens")
+    __slots__ = (
+        "_lock",
+        "cleared",
+        "closed",
+        "credit",
+        "held",
+        "initial",
+        "returned",
+        "suspended",
+        "take",
+        "tokens",
+    )
 
     def __init__(self, tokens: Iterable[object]) -> None:
         self.tokens: deque[object] = deque(tokens)
@@ -28,6 +39,8 @@ class TokenPool:
         self.returned = 0  # tokens put back while open
         self.cleared = 0  # tokens removed by close()
         self.credit = 0  # capacity returned but not yet minted into tokens
+        self.held: list[object] = []  # tokens withheld while suspended (all breakers open)
+        self.suspended = False
         self.closed = False
         self._lock = threading.Lock()
 
@@ -41,11 +54,12 @@ class TokenPool:
         with self._lock:
             if not self.closed and count > 0:
                 self.returned += count
+                out: list[object] | deque[object] = self.held if self.suspended else self.tokens
                 if last is None:
-                    self.tokens.extend(repeat(token, count))
+                    out.extend(repeat(token, count))
                 else:
-                    self.tokens.extend(repeat(token, count - 1))
-                    self.tokens.append(last)
+                    out.extend(repeat(token, count - 1))
+                    out.append(last)
 
     def give_back_minted(self, count: int, mint: Callable[[int], list[object]], size: int) -> int:
         """Return capacity as freshly minted tokens, in whole batches where it can.
@@ -62,8 +76,30 @@ class TokenPool:
             if n:
                 self.credit -= n
                 self.returned += n
-                self.tokens.extend(mint(n))
+                (self.held if self.suspended else self.tokens).extend(mint(n))
             return self.credit
+
+    def suspend(self) -> None:
+        """Refuse for now (every breaker is open), keeping the tokens for ``resume``."""
+        with self._lock:
+            if self.closed or self.suspended:
+                return
+            self.suspended = True
+            pop = self.tokens.popleft
+            try:
+                while True:
+                    self.held.append(pop())
+            except IndexError:
+                pass
+
+    def resume(self) -> None:
+        """Admit again with the tokens withheld by ``suspend``."""
+        with self._lock:
+            if not self.suspended:
+                return
+            self.suspended = False
+            self.tokens.extend(self.held)
+            self.held = []
 
     def close(self) -> list[object]:
         """Refuse from now on: empty the pool; return exactly the tokens removed."""
@@ -72,7 +108,8 @@ class TokenPool:
                 return []
             self.closed = True
             pop = self.tokens.popleft
-            cleared: list[object] = []
+            cleared: list[object] = self.held
+            self.held = []
             try:  # each pop is atomic, so a racing producer's pop is never double-counted
                 while True:
                     cleared.append(pop())
@@ -84,7 +121,7 @@ class TokenPool:
     def granted(self) -> int:
         """How many tokens have ever been taken by producers."""
         with self._lock:
-            return self.initial + self.returned - self.cleared - len(self.tokens)
+            return self.initial + self.returned - self.cleared - len(self.tokens) - len(self.held)
 
     def free(self) -> int:
         """Tokens available right now."""
