@@ -1,9 +1,10 @@
 """What happens after a handler raises: retry, isolate, break the circuit, dead-letter.
 
-A failed batch becomes a :class:`Segment` queued on its shard (``shard.pending``); the shard
-takes no new batch until its segments are done, so keyed order holds, and it is not claimed
-before ``shard.not_before``, so a backoff never holds a thread. Items reach an outcome only
-once (processed, or dead-lettered with a reason); capacity comes back only then.
+A failed batch becomes a :class:`Segment` queued on its shard (``shard.pending``) with the
+time its backoff ends; no thread waits for it. A keyed shard takes no new batch until its
+segments are done, so per-key order holds; an unkeyed shard goes on with new batches and
+takes each segment when it is due. Items reach an outcome only once (processed, or
+dead-lettered with a reason); capacity comes back only then.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ Owners = list[Completion | None] | None
 class Segment:
     """Items of a failed batch waiting for another handler call."""
 
-    __slots__ = ("budget", "calls", "items", "owners")
+    __slots__ = ("budget", "calls", "items", "not_before", "owners")
 
     def __init__(self, items: list[Any], owners: Owners, calls: int, budget: list[int]) -> None:
+        self.not_before = 0.0  # no handler call before this (its backoff)
         self.items = items
         self.owners = owners  # the completion of each item, if any item is tracked
         self.calls = calls  # handler calls this segment has had
-        self.budget = budget  # isolation segments left for the original batch (shared)
+        self.budget = (
+            budget  # isolation segments left for the original batch (shared; -1: none yet)
+        )
 
 
 class BreakerState:
@@ -128,7 +132,7 @@ class Failures:
         if shard.breaker is not None and shard.breaker.failure(st.now()):
             self.check_all_open()
         calls = 1 if segment is None else segment.calls + 1
-        budget = [0] if segment is None else segment.budget
+        budget = [-1] if segment is None else segment.budget  # -1: isolation not started
         retry = self.retry
         done = 0
         if isinstance(error, BatchError) and error.failed:
@@ -150,8 +154,8 @@ class Failures:
             return done
         reason = "retries-exhausted" if retry.retryable(error) else "permanent"
         if retry.isolate and len(items) > 1:
-            if segment is None:
-                budget = [2 * math.ceil(math.log2(len(items))) + 2]
+            if budget[0] < 0:
+                budget[0] = 2 * math.ceil(math.log2(len(items))) + 2
             if budget[0] >= 2:
                 budget[0] -= 2
                 half = len(items) // 2
@@ -164,9 +168,18 @@ class Failures:
         return done + len(items)
 
     def _requeue(self, shard: Shard, segment: Segment, delay: float) -> None:
-        shard.pending.appendleft(segment)
-        shard.not_before = self.st.now() + delay
+        segment.not_before = self.st.now() + delay
         self.retries += 1
+        if self.st.cfg.key is not None:
+            shard.pending.appendleft(segment)  # keyed: first in line, the shard waits for it
+            return
+        # Unkeyed: order does not matter, so the shard goes on with new batches meanwhile;
+        # pending segments stay sorted by due time.
+        pending = shard.pending
+        at = len(pending)
+        while at and pending[at - 1].not_before > segment.not_before:
+            at -= 1
+        pending.insert(at, segment)
 
     def _dead(
         self,

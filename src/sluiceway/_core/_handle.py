@@ -117,6 +117,7 @@ class Workers:
         size = st.batch_size
         delay = st.cfg.max_delay
         draining = st.draining
+        keyed = st.cfg.key is not None
         shards = st.shards
         n = len(shards)
         start = self.cursor
@@ -135,13 +136,17 @@ class Workers:
                     if shard.slots and shard.depth():
                         self._adopt(shard, now)  # a healthy shard takes its due batch
                 continue
+            reason = -1
             if shard.pending:
-                if now < shard.not_before:
-                    if deadline is None or shard.not_before < deadline:
-                        deadline = shard.not_before
-                    continue
-                reason = RETRY
-            else:
+                due_at = shard.pending[0].not_before
+                if now >= due_at:
+                    reason = RETRY
+                else:
+                    if deadline is None or due_at < deadline:
+                        deadline = due_at
+                    if keyed:
+                        continue  # keyed: nothing may overtake the segment
+            if reason < 0:
                 depth = shard.depth()
                 if not depth:
                     continue
@@ -204,7 +209,7 @@ class Workers:
             finally:
                 sick.free.append(True)
             if items:
-                shard.pending.append(Segment(items, owners_of(marks, len(items)), 0, [0]))
+                shard.pending.appendleft(Segment(items, owners_of(marks, len(items)), 0, [-1]))
             return
 
     def run(self, shard: Shard, reason: int) -> None:
@@ -218,6 +223,8 @@ class Workers:
         else:
             items, marks = cut(st, shard, st.batch_size)
             if not items:
+                if shard.breaker is not None:
+                    shard.breaker.probing = False  # no probe was sent after all
                 shard.release()
                 return
             if shard.depth():

@@ -58,7 +58,6 @@ class Shard:
         "free",
         "index",
         "lock",
-        "not_before",
         "parts",
         "pending",
         "pool",
@@ -90,7 +89,6 @@ class Shard:
         self.flushes = [0, 0, 0, 0]
         self.lock = threading.Lock()
         self.pending: deque[Any] = deque()  # failed segments to retry first (see _failure)
-        self.not_before = 0.0  # no handler call before this (a retry's backoff)
         self.breaker: Any = None  # a _failure.BreakerState when the pipeline has a Breaker
 
     def release(self) -> None:
