@@ -14,7 +14,12 @@ from .conftest import Recorder
 def test_stats_add_up_after_known_traffic(recorder: Recorder) -> None:
     """Accepted, refused, processed, per-shard and flush counts match the traffic."""
     p = sw.Pipeline(
-        recorder, shards=2, capacity=100, batch_size=10, priority_handler=recorder.on_priority
+        recorder,
+        shards=2,
+        capacity=100,
+        batch_size=10,
+        priority_handler=recorder.on_priority,
+        adaptive=False,
     )
     p.submit_many(range(105))
     p.submit("p", priority=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._core._completion import Completion as Completion
+from ._core._handle import current_shard as current_shard
 from ._core._pipeline import Pipeline as Pipeline
 from ._deadletters import JsonlDeadLetters as JsonlDeadLetters
 from ._deadletters import MemoryDeadLetters as MemoryDeadLetters
@@ -57,4 +58,5 @@ __all__ = [
     "SluicewayError",
     "Stats",
     "SystemClock",
+    "current_shard",
 ]

@@ -78,6 +78,10 @@ class ShardStats:
     batches: int
     in_handler: bool
     breaker: str = "closed"  # "closed", "open" or "half-open"
+    steals_out: int = 0  # times this shard gave work away
+    moved_out: int = 0  # items it gave away
+    steals_in: int = 0  # times it was given work
+    moved_in: int = 0  # items it was given
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class Stats:
     shards: tuple[ShardStats, ...] = field(default=())
     closed: bool = False
     retries: int = 0  # handler calls that retried a failed batch
+    batch_size_changes: int = 0  # how often adaptive sizing moved the batch size
     dead_letters_undelivered: int = 0  # records the dead-letter sink refused, held in memory
 
     @staticmethod

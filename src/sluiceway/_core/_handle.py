@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ._balance import Balancer, give
 from ._batch import Marks, cut
 from ._failure import Failures, Segment, owners_of
 from ._outcome import Outcomes
@@ -22,9 +23,20 @@ from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY,
 from ._signal import remove, wake_bench, wake_role
 from ._state import State, Waiter
 
-__all__ = ["Workers"]
+__all__ = ["Workers", "current_shard"]
 
-SAMPLE_EVERY = 16  # measure the handler's CPU share on one batch in this many
+_local = threading.local()
+
+
+def current_shard() -> int | None:
+    """The index of the shard whose batch the calling handler is processing.
+
+    None outside a regular batch handler call (for example in a priority handler).
+    """
+    return getattr(_local, "shard", None)
+
+
+SAMPLE_EVERY = 4  # time the handler (wall, CPU) on one batch in this many
 SAMPLES_KEPT = 8  # judge on the best of this many samples
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
 
@@ -33,8 +45,14 @@ class Workers:
     """The pool of worker threads and the priority lane's thread."""
 
     def __init__(
-        self, st: State, outcomes: Outcomes, priority: PriorityLane, failures: Failures
+        self,
+        st: State,
+        outcomes: Outcomes,
+        priority: PriorityLane,
+        failures: Failures,
+        balancer: Balancer,
     ) -> None:
+        self.balancer = balancer
         self.st = st
         self.outcomes = outcomes
         self.failures = failures
@@ -114,7 +132,7 @@ class Workers:
             return None, 0, None
         if st.suspended:
             self.failures.check_all_open()  # a cooldown may have ended
-        size = st.batch_size
+        self.balancer.maybe_step(now)
         delay = st.cfg.max_delay
         draining = st.draining
         keyed = st.cfg.key is not None
@@ -150,7 +168,7 @@ class Workers:
                 depth = shard.depth()
                 if not depth:
                     continue
-                if depth >= size or shard.full():
+                if depth >= shard.batch_size or shard.full():
                     reason = FLUSH_SIZE
                 elif draining:
                     reason = FLUSH_SHUTDOWN
@@ -204,7 +222,7 @@ class Workers:
             except IndexError:
                 return
             try:
-                items, marks = cut(st, sick, st.batch_size)
+                items, marks = cut(st, sick, sick.batch_size)
                 sick.first_seen = now if sick.depth() else None
             finally:
                 sick.free.append(True)
@@ -217,11 +235,16 @@ class Workers:
         st = self.st
         segment: Segment | None = None
         marks: Marks | None = None
+        if shard.give is not None:
+            give(st, shard)  # a batch boundary: nothing of this shard is in a handler
+            if reason != RETRY and not shard.depth():
+                shard.release()
+                return
         if reason == RETRY:
             segment = shard.pending.popleft()
             items = segment.items
         else:
-            items, marks = cut(st, shard, st.batch_size)
+            items, marks = cut(st, shard, shard.batch_size)
             if not items:
                 if shard.breaker is not None:
                     shard.breaker.probing = False  # no probe was sent after all
@@ -232,16 +255,19 @@ class Workers:
             else:
                 shard.first_seen = None
                 shard.flush_requested = False
-            if st.draining and len(items) < st.batch_size:
+            if st.draining and len(items) < shard.batch_size:
                 reason = FLUSH_SHUTDOWN  # slots filled up with SKIP by the closing pool
             shard.flushes[reason] += 1
-        if st.bench and st.io_bound and self._more_due():
+        if st.bench and (
+            (st.io_bound and self._more_due()) or (self._watch_vacant() and self._slow())
+        ):
             with st.park_lock:
                 wake_bench(st)
         box: list[tuple[list[Any], Marks | None, Any]] = [
             (items, marks, None if segment is None else segment.owners)
         ]
         shard.box = box
+        _local.shard = shard.index
         self.samples += 1
         if self.samples % SAMPLE_EVERY:
             try:
@@ -251,7 +277,8 @@ class Workers:
             else:
                 error = None
         else:
-            error = self._call_sampled(items)
+            error = self._call_sampled(shard, items)
+        _local.shard = None
         shard.box = None
         shard.batches += 1
         try:
@@ -282,7 +309,7 @@ class Workers:
             self.outcomes.release(shard, done)
         shard.release()
 
-    def _call_sampled(self, items: list[Any]) -> BaseException | None:
+    def _call_sampled(self, shard: Shard, items: list[Any]) -> BaseException | None:
         """Call the handler, timing it: batch-time EMA, and the CPU share of its wall time.
 
         A computing handler that the GIL preempted looks like one waiting on I/O (long wall
@@ -297,15 +324,30 @@ class Workers:
         else:
             error = None
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
-        st.batch_ema += (st.now() - t0 - st.batch_ema) * 0.25
+        took = st.now() - t0
+        st.batch_ema += (took - st.batch_ema) * 0.25
+        shard.batch_ema += (took - shard.batch_ema) * 0.25
         if wall > 0:
             self.shares.append(min(cpu / wall, 1.0))
             st.io_bound = max(self.shares) < IO_BOUND_BELOW
         return error
 
+    def _watch_vacant(self) -> bool:
+        """No sleeping worker watches the clock or the queues (we were the one)."""
+        return self.st.timekeeper is None and not self.st.parked
+
+    def _slow(self) -> bool:
+        """Handler calls are long, or not measured yet: another worker should keep watch.
+
+        While this worker is in a long call, a benched worker takes the watching role, so
+        due batches of other shards are not left waiting for the call to end. Quick calls
+        do not need that: this worker is back before anything is overdue.
+        """
+        st = self.st
+        return not self.shares or st.batch_ema * 4 > st.cfg.max_delay
+
     def _more_due(self) -> bool:
-        size = self.st.batch_size
-        return any(not s.busy and s.depth() >= size for s in self.st.shards)
+        return any(not s.busy and s.depth() >= s.batch_size for s in self.st.shards)
 
     def _sleep(self, me: Waiter, deadline: float | None) -> None:
         """Sleep in the first free role (timekeeper, listener), else on the bench."""

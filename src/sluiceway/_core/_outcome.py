@@ -42,8 +42,8 @@ class Outcomes:
         """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
         st = self.st
         if st.pool is not None:
-            size = min(st.batch_size, shard.capacity)
-            st.pool.give_back_minted(count, lambda n: mint(st, shard, n, size), size)
+            size = min(shard.batch_size, shard.capacity)
+            st.pool.give_back_minted(count, lambda n: mint(st, shard, n, size))
         else:
             assert shard.pool is not None
             shard.pool.give_back(None, count, shard.signal)

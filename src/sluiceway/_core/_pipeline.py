@@ -11,11 +11,12 @@ from typing import Any, Self
 
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
-from .._errors import Closed, ConfigTypeError, Full
+from .._errors import Closed, ConfigError, ConfigTypeError, Full
 from .._policy import Breaker, Retry
 from .._records import DeadLetter, DrainReport, ShardStats, Stats
 from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
+from ._balance import Balancer
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
 from ._failure import Failures
@@ -23,7 +24,7 @@ from ._handle import Workers
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._signal import Signal
-from ._slots import SKIP
+from ._slots import SKIP, close_minting
 from ._state import State, Waiter
 from ._stop import abandon
 
@@ -47,6 +48,12 @@ class Pipeline:
     ``breaker`` (a :class:`Breaker`) stops calling a failing shard for a cool-down;
     ``dead_letter`` is any callable taking a list of :class:`DeadLetter` (default: kept in
     memory, ``p.dead_letters``).
+
+    Every ``balance_interval`` seconds, with ``adaptive``, the batch size moves between
+    ``min_batch`` and ``max_batch`` (starting at ``batch_size``) with queue depth and
+    measured batch time; with ``steal``, a backlogged shard gives whole batches (unkeyed)
+    or whole key partitions with their queues (keyed, so per-key order holds) to an idle
+    one. See ``docs/balance.md``.
 
     ``workers`` caps the threads that call the handler (default: one a shard; only as many
     as the handlers can use are kept awake). ``switch_interval``, if given, is applied with
@@ -72,6 +79,11 @@ class Pipeline:
         key: KeyFunc | None = None,
         clock: Clock | None = None,
         workers: int | None = None,
+        adaptive: bool = True,
+        min_batch: int | None = None,
+        max_batch: int | None = None,
+        steal: bool = True,
+        balance_interval: float = 0.01,
         retry: Retry | None = None,
         breaker: Breaker | None = None,
         dead_letter: Callable[[list[DeadLetter]], object] | None = None,
@@ -111,10 +123,26 @@ class Pipeline:
         assert sink is not None
         st = self._st = State(self._cfg, self._clock)
         st.install_tokens(Signal)
+        lo = min(16, self._cfg.batch_size) if min_batch is None else min_batch
+        hi = max(256, self._cfg.batch_size) if max_batch is None else max_batch
+        lo = check_positive_int("min_batch", lo)
+        hi = check_positive_int("max_batch", hi)
+        if not lo <= self._cfg.batch_size <= hi:
+            raise ConfigError("batch_size", f"must lie within min_batch..max_batch ({lo}..{hi})")
+        interval = check_seconds("balance_interval", balance_interval)
+        assert interval is not None
+        self._balancer = Balancer(
+            st,
+            adaptive=bool(adaptive),
+            min_batch=lo,
+            max_batch=hi,
+            steal=bool(steal),
+            interval=interval,
+        )
         self._outcomes = Outcomes(st, sink)
         self._failures = Failures(st, self._outcomes, retry, breaker)
         self._lane = PriorityLane(st, self._outcomes, retry)
-        self._workers = Workers(st, self._outcomes, self._lane, self._failures)
+        self._workers = Workers(st, self._outcomes, self._lane, self._failures, self._balancer)
         self._lifecycle = threading.Lock()
         self._started = False
         self._report: DrainReport | None = None
@@ -238,7 +266,10 @@ class Pipeline:
                 return self._report
             st = self._st
             st.closed = True
-            cleared = [t for pool in st.pools() for t in pool.close()]
+            if st.pool is not None:
+                cleared = st.pool.close(lambda: _close_minting(st))
+            else:
+                cleared = [t for pool in st.pools() for t in pool.close()]
             if st.pool is not None and cleared:  # unkeyed: fill their slots with SKIP
                 with st.count_lock:
                     st.skips += len(cleared)
@@ -311,13 +342,17 @@ class Pipeline:
         shards = tuple(
             ShardStats(
                 s.index,
-                s.depth() + sum(len(seg.items) for seg in list(s.pending)),
+                s.backlog() + sum(len(seg.items) for seg in list(s.pending)),
                 s.capacity,
                 s.processed,
                 s.dead,
                 s.batches,
                 s.busy,
                 "closed" if s.breaker is None else s.breaker.state(now),
+                s.steals_out,
+                s.moved_out,
+                s.steals_in,
+                s.moved_in,
             )
             for s in st.shards
         )
@@ -340,7 +375,7 @@ class Pipeline:
             priority_depth=len(st.pq),
             priority_capacity=cfg.priority_capacity,
             capacity=cfg.capacity,
-            batch_size=st.batch_size,
+            batch_size=round(sum(s.batch_size for s in st.shards) / len(st.shards)),
             batch_time_ema=st.batch_ema,
             flushes=Stats.flush_map(flushes),
             priority_latency_p50=p50,
@@ -348,8 +383,14 @@ class Pipeline:
             shards=shards,
             closed=st.closed,
             retries=self._failures.retries,
+            batch_size_changes=self._balancer.changes,
             dead_letters_undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
         )
+
+
+def _close_minting(st: State) -> None:
+    for shard in st.shards:
+        close_minting(shard)
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None]:

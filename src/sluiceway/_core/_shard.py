@@ -43,6 +43,8 @@ class Shard:
     """
 
     __slots__ = (
+        "batch_ema",
+        "batch_size",
         "batches",
         "box",
         "breaker",
@@ -55,23 +57,36 @@ class Shard:
         "first_seen",
         "flush_requested",
         "flushes",
+        "flushes_seen",
         "free",
+        "give",
         "index",
         "lock",
+        "minted",
+        "minting",
+        "moved_in",
+        "moved_out",
         "parts",
         "pending",
         "pool",
         "processed",
         "signal",
         "slots",
+        "steals_in",
+        "steals_out",
         "token",
     )
 
-    def __init__(self, index: int, capacity: int) -> None:
+    def __init__(self, index: int, capacity: int, batch_size: int = 64) -> None:
         self.index = index
+        self.batch_size = batch_size  # this shard's current batch size (see _balance)
+        self.batch_ema = 0.0  # moving average of its handler calls' duration
+        self.flushes_seen = (0, 0)  # size and time flushes at the last balancing step
         self.capacity = capacity
         self.parts: list[deque[Any]] = []
         self.slots: deque[Slot] = deque()  # unkeyed: batches being filled, oldest first
+        self.minting: Slot | None = None  # the slot still getting tokens (see _slots.mint)
+        self.minted = 0  # tokens minted for it so far
         self.pool: TokenPool | None = None  # keyed pipelines: this shard's own pool
         self.token: object = None  # what a finished item of this shard returns to the pool
         self.signal: object = None  # ... and once a batch, this signalling token
@@ -90,6 +105,8 @@ class Shard:
         self.lock = threading.Lock()
         self.pending: deque[Any] = deque()  # failed segments to retry first (see _failure)
         self.breaker: Any = None  # a _failure.BreakerState when the pipeline has a Breaker
+        self.give: Any = None  # a planned steal: (taker shard, items), see _balance
+        self.steals_out = self.steals_in = self.moved_out = self.moved_in = 0
 
     def release(self) -> None:
         """Let another worker claim this shard."""
@@ -110,6 +127,19 @@ class Shard:
             if len(slots) > 1:
                 depth += len(slots[1].items)
         return depth
+
+    def backlog(self) -> int:
+        """Items queued, counted exactly (slower than ``depth``: for balancing and stats)."""
+        if not self.slots:
+            return self.depth()
+        parts = self.parts
+        queued = sum(map(len, parts)) + self.chunk_extra
+        for slot in list(self.slots):
+            n = len(slot.items)
+            if not n:
+                break
+            queued += n - slot.offset
+        return queued
 
     def full(self) -> bool:
         """A whole batch can be cut now (unkeyed: the oldest slot is complete)."""

@@ -41,7 +41,7 @@ class Signal:
     def check(self) -> None:
         """Wake the timekeeper if this token's shard now holds a full batch."""
         st = self.st
-        if st.timekeeper is not None and self.shard.depth() >= st.batch_size:
+        if st.timekeeper is not None and self.shard.depth() >= self.shard.batch_size:
             st.wake_timekeeper()
 
 

@@ -14,7 +14,6 @@ non-zero the cutter filters ``SKIP`` out.
 
 from __future__ import annotations
 
-from collections import deque
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from ._shard import Shard
     from ._state import State
 
-__all__ = ["SKIP", "Seal", "Slot", "mint"]
+__all__ = ["SKIP", "Seal", "Slot", "close_minting", "mint"]
 
 
 class _Skip:
@@ -69,15 +68,34 @@ class Seal:
 
 
 def mint(st: State, shard: Shard, count: int, size: int) -> list[Any]:
-    """Open slots on ``shard`` for ``count`` tokens; return the tokens, in order."""
+    """Mint ``count`` tokens for ``shard``'s slots; return them, in order.
+
+    Tokens go into the shard's open slot until it has ``size`` of them (its last is the
+    ``Seal``), then into a new one; so returned capacity always builds batches of the
+    current batch size, however little comes back at a time. Call with the pool's lock.
+    """
     tokens: list[Any] = []
-    slots: deque[Slot] = shard.slots
     while count > 0:
-        n = min(size, count)
-        slot = Slot(n)
-        slots.append(slot)
-        items = slot.items
-        tokens.extend(repeat(items.append, n - 1))
-        tokens.append(Seal(st, items))
+        slot = shard.minting
+        if slot is None:
+            slot = shard.minting = Slot(size)
+            shard.minted = 0
+            shard.slots.append(slot)
+        n = min(slot.size - shard.minted, count)
+        shard.minted += n
         count -= n
+        if shard.minted == slot.size:
+            tokens.extend(repeat(slot.items.append, n - 1))
+            tokens.append(Seal(st, slot.items))
+            shard.minting = None
+        else:
+            tokens.extend(repeat(slot.items.append, n))
     return tokens
+
+
+def close_minting(shard: Shard) -> None:
+    """Shutdown: the open slot gets no more tokens, so it is complete at what it has."""
+    slot = shard.minting
+    if slot is not None:
+        slot.size = shard.minted
+        shard.minting = None

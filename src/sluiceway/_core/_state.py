@@ -45,7 +45,9 @@ class State:
         self.clock = clock
         self.now = clock.now
         self.batch_size = cfg.batch_size
-        self.shards = [Shard(i, c) for i, c in enumerate(_split(cfg.capacity, cfg.shards))]
+        self.shards = [
+            Shard(i, c, cfg.batch_size) for i, c in enumerate(_split(cfg.capacity, cfg.shards))
+        ]
         self.shard_of: dict[int, Shard] = {}  # id(queue) -> the shard serving it
         self.parts: list[deque[Any]] = []
         self.owner: list[Shard] = []

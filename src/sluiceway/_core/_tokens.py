@@ -23,7 +23,6 @@ class TokenPool:
         "_lock",
         "cleared",
         "closed",
-        "credit",
         "held",
         "initial",
         "returned",
@@ -38,7 +37,6 @@ class TokenPool:
         self.initial = len(self.tokens)
         self.returned = 0  # tokens put back while open
         self.cleared = 0  # tokens removed by close()
-        self.credit = 0  # capacity returned but not yet minted into tokens
         self.held: list[object] = []  # tokens withheld while suspended (all breakers open)
         self.suspended = False
         self.closed = False
@@ -61,23 +59,13 @@ class TokenPool:
                     out.extend(repeat(token, count - 1))
                     out.append(last)
 
-    def give_back_minted(self, count: int, mint: Callable[[int], list[object]], size: int) -> int:
-        """Return capacity as freshly minted tokens, in whole batches where it can.
-
-        ``credit`` collects returned capacity until a whole batch's worth (``size``) can be
-        minted; when the pool runs low everything is minted, so no capacity is withheld
-        while producers could use it. Returns the credit left over.
-        """
+    def give_back_minted(self, count: int, mint: Callable[[int], list[object]]) -> None:
+        """Return capacity as freshly minted tokens (unkeyed slots; see ``_slots.mint``)."""
         with self._lock:
             if self.closed:
-                return 0
-            self.credit += count
-            n = self.credit if len(self.tokens) < size else self.credit - self.credit % size
-            if n:
-                self.credit -= n
-                self.returned += n
-                (self.held if self.suspended else self.tokens).extend(mint(n))
-            return self.credit
+                return
+            self.returned += count
+            (self.held if self.suspended else self.tokens).extend(mint(count))
 
     def suspend(self) -> None:
         """Refuse for now (every breaker is open), keeping the tokens for ``resume``."""
@@ -101,11 +89,16 @@ class TokenPool:
             self.tokens.extend(self.held)
             self.held = []
 
-    def close(self) -> list[object]:
-        """Refuse from now on: empty the pool; return exactly the tokens removed."""
+    def close(self, before: Callable[[], object] | None = None) -> list[object]:
+        """Refuse from now on: empty the pool; return exactly the tokens removed.
+
+        ``before`` runs first under the pool's lock (no minting can come in between).
+        """
         with self._lock:
             if self.closed:
                 return []
+            if before is not None:
+                before()
             self.closed = True
             pop = self.tokens.popleft
             cleared: list[object] = self.held
