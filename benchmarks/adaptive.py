@@ -36,10 +36,8 @@ def main() -> None:
     ceiling = io_ceiling(8, 256)
     fixed, lost_f = run(False, args.seconds)
     adaptive, lost_a = run(True, args.seconds)
-    print(f"fixed 64:  {fixed / 1e6:.3f} M ev/s  {fixed / ceiling:.2f}x io ceiling  lost {lost_f}")
-    print(
-        f"adaptive:  {adaptive / 1e6:.3f} M ev/s  {adaptive / ceiling:.2f}x io ceiling  lost {lost_a}"
-    )
+    for label, rate, lost in (("fixed 64", fixed, lost_f), ("adaptive", adaptive, lost_a)):
+        print(f"{label:9s} {rate / 1e6:.3f} M ev/s  {rate / ceiling:.2f}x io ceiling  lost {lost}")
     print(f"adaptive / fixed: {adaptive / fixed:.2f}x")
     raise SystemExit(0 if lost_f == lost_a == 0 else 1)
 

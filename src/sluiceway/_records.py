@@ -78,6 +78,7 @@ class ShardStats:
     batches: int
     in_handler: bool
     breaker: str = "closed"  # "closed", "open" or "half-open"
+    batch_size: int = 0  # this shard's current batch size
     steals_out: int = 0  # times this shard gave work away
     moved_out: int = 0  # items it gave away
     steals_in: int = 0  # times it was given work

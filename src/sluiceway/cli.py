@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
     bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
     bench.add_argument("--no-live", action="store_true", help="no live display")
+    top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
+    top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
     return parser
 
 
@@ -74,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench._cli import bench_command
 
         return bench_command(args)
+    if args.command == "top":
+        try:
+            from ._top import run_top
+        except ImportError:
+            print("sluiceway top needs: pip install 'sluiceway[cli,prometheus]'", file=sys.stderr)
+            return 2
+        return run_top(args.url, args.interval, args.once)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -240,10 +240,12 @@ class Workers:
             if reason != RETRY and not shard.depth():
                 shard.release()
                 return
+        born: float | None = None
         if reason == RETRY:
             segment = shard.pending.popleft()
             items = segment.items
         else:
+            born = shard.first_seen
             items, marks = cut(st, shard, shard.batch_size)
             if not items:
                 if shard.breaker is not None:
@@ -302,6 +304,8 @@ class Workers:
                     for completion, count in marks:
                         completion._settle(count, 0)
             done = n
+            if born is not None:
+                st.h_e2e.observe(st.now() - born, n)
         else:
             owners = segment.owners if segment is not None else owners_of(marks, n)
             done = self.failures.failed(shard, items, owners, segment, error)
@@ -325,6 +329,7 @@ class Workers:
             error = None
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         took = st.now() - t0
+        st.h_batch.observe(took)
         st.batch_ema += (took - st.batch_ema) * 0.25
         shard.batch_ema += (took - shard.batch_ema) * 0.25
         if wall > 0:

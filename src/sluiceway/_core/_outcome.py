@@ -37,6 +37,7 @@ class Outcomes:
         self.backlog: list[DeadLetter] = []  # records the sink refused, kept to retry
         self.overflow = 0  # records beyond BACKLOG_MAX while the sink kept failing
         self.sink_errors = 0
+        self.by_reason: dict[str, int] = {}  # items dead-lettered, by reason
 
     def release(self, shard: Shard, count: int) -> None:
         """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
@@ -69,6 +70,8 @@ class Outcomes:
             DeadLetter(item, reason, etype, message, text, attempts, index, stamp) for item in items
         ]
         self.deliver(records)
+        with self.lock:
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + len(items)
         if shard is None:
             with self.st.prio_lock:
                 self.st.prio_dead += len(items)

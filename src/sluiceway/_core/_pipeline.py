@@ -21,6 +21,7 @@ from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
 from ._failure import Failures
 from ._handle import Workers
+from ._histogram import HistogramSnapshot
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._signal import Signal
@@ -329,6 +330,26 @@ class Pipeline:
         """Dead letters the ``dead_letter`` sink kept refusing, held in memory meanwhile."""
         return self._outcomes.undelivered()
 
+    def histograms(self) -> dict[str, HistogramSnapshot]:
+        """Latency and duration histograms (seconds), for the Prometheus collector.
+
+        ``priority_latency``: submit to priority handler start. ``batch_duration``: handler
+        calls (one in four is timed). ``end_to_end``: regular items, from when their
+        batch's oldest item was first seen to the batch's handler call returning (each item
+        counted at its batch's oldest age: an upper bound).
+        """
+        st = self._st
+        return {
+            "priority_latency": st.h_priority.snapshot(),
+            "batch_duration": st.h_batch.snapshot(),
+            "end_to_end": st.h_e2e.snapshot(),
+        }
+
+    def dead_lettered_by_reason(self) -> dict[str, int]:
+        """Items dead-lettered so far, by reason."""
+        with self._outcomes.lock:
+            return dict(self._outcomes.by_reason)
+
     @property
     def closed(self) -> bool:
         """True once shutdown has begun."""
@@ -349,6 +370,7 @@ class Pipeline:
                 s.batches,
                 s.busy,
                 "closed" if s.breaker is None else s.breaker.state(now),
+                s.batch_size,
                 s.steals_out,
                 s.moved_out,
                 s.steals_in,

@@ -78,6 +78,7 @@ class PriorityLane:
             item, submitted, _ = entry
             start = now()
             latencies.append(start - submitted)
+            st.h_priority.observe(start - submitted)
             box = [entry]
             key = id(box)
             inflight[key] = box

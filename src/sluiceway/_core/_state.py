@@ -10,6 +10,7 @@ from typing import Any
 
 from .._clock import Clock
 from ._config import Config
+from ._histogram import Histogram
 from ._shard import Shard
 from ._slots import mint
 from ._tokens import TokenPool
@@ -76,6 +77,9 @@ class State:
         self.prio_dead = 0
         self.prio_lock = threading.Lock()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.h_priority = Histogram()  # submit to priority handler start
+        self.h_batch = Histogram()  # handler call duration (sampled calls)
+        self.h_e2e = Histogram()  # regular items: oldest item first seen to batch done
 
         # Sleeping workers, by role (see _signal). Producers test ``parked`` (truthiness,
         # no lock) after each append: it holds the listener, if one sleeps.
