@@ -11,7 +11,7 @@ from typing import Any
 
 from ._config import BenchConfig, PhaseSpec
 from ._engines import ENGINE_TYPES, Engine
-from ._sampler import Sampler
+from ._sampler import Sampler, rss_mb
 from ._workload import IO_BASE, IO_PER_EVENT, Sink
 
 __all__ = ["PhaseResult", "Result", "io_ceiling", "run_bench"]
@@ -37,7 +37,8 @@ class PhaseResult:
     lost: int
     priority_p50_ms: float | None
     priority_p99_ms: float | None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # highest resident memory sampled during the phase
+    rss_before_mb: float | None = None  # resident memory when the phase started
     series: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -127,6 +128,7 @@ def _run_one(
             None,
         )
     gc.collect()
+    rss_before = rss_mb()
     sampler = Sampler(engine, sink)
     if listener is not None:
         listener("start", engine, spec, sampler, None)
@@ -151,6 +153,8 @@ def _run_one(
         priority_p50_ms=_percentile_ms(latencies, 0.5),
         priority_p99_ms=_percentile_ms(latencies, 0.99),
         series=series,
+        peak_rss_mb=max([rss_before, *(p["rss_mb"] for p in series)]),
+        rss_before_mb=rss_before,
     )
     if listener is not None:
         listener("end", engine, spec, sampler, phase)

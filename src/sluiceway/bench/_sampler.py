@@ -6,13 +6,25 @@ O(what happened since the last)) and the engine's queue depth and batch size.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 from ._engines import Engine
 from ._workload import Sink
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "rss_mb"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb() -> float:
+    """Resident memory of the process in MiB (Linux /proc; 0.0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Sampler:
@@ -66,6 +78,7 @@ class Sampler:
                 depth, batch = 0.0, 0.0
             self.series.append(
                 {
+                    "rss_mb": rss_mb(),
                     "t": now - self.start_time,
                     "throughput": added / (now - last) if now > last else 0.0,
                     "processed": float(self._processed),

@@ -41,7 +41,8 @@ def render_text(result: Result) -> str:
         lines.append(f"== {phase}")
         lines.append(
             f"{'engine':15s} {'M ev/s':>8s} {'x slw':>7s} {'x ceil':>7s} {'p50 ms':>8s} "
-            f"{'p99 ms':>8s} {'accepted':>9s} {'refused':>8s} {'processed':>9s} {'lost':>5s}"
+            f"{'p99 ms':>8s} {'accepted':>9s} {'refused':>8s} {'processed':>9s} {'lost':>5s} "
+            f"{'peak MiB':>9s} {'+MiB':>6s}"
         )
         for r in rows:
             lines.append(_row(r, ours, ceiling))
@@ -56,5 +57,6 @@ def _row(r: PhaseResult, ours: PhaseResult | None, ceiling: PhaseResult | None) 
     return (
         f"{r.engine:15s} {r.throughput / 1e6:8.3f} {x_ours:>7s} {x_ceil:>7s} "
         f"{_fmt_ms(r.priority_p50_ms):>8s} {_fmt_ms(r.priority_p99_ms):>8s} "
-        f"{r.accepted:9d} {r.refusals:8d} {r.processed:9d} {r.lost:5d}"
+        f"{r.accepted:9d} {r.refusals:8d} {r.processed:9d} {r.lost:5d} "
+        f"{r.peak_rss_mb or 0:9.1f} {(r.peak_rss_mb or 0) - (r.rss_before_mb or 0):6.1f}"
     )
