@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
@@ -11,11 +12,12 @@ from typing import Any, Self
 
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
-from .._errors import Closed, ConfigError, ConfigTypeError, Full
+from .._errors import Closed, ConfigError, ConfigTypeError, Full, SluicewayError
 from .._policy import Breaker, Retry
 from .._records import DeadLetter, DrainReport, ShardStats, Stats
 from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
+from ._aio import AsyncWaiter, LoopHost, is_async
 from ._balance import Balancer
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
@@ -92,6 +94,14 @@ class Pipeline:
         gc_threshold: int | None = None,
         drain_timeout: float | None = None,
     ) -> None:
+        self._host = LoopHost()
+        self._uses_loop = False
+        if callable(handler) and is_async(handler):
+            handler = self._host.wrap(handler)  # type: ignore[arg-type]
+            self._uses_loop = True
+        if priority_handler is not None and is_async(priority_handler):
+            priority_handler = self._host.wrap(priority_handler)  # type: ignore[arg-type]
+            self._uses_loop = True
         self._cfg = Config.build(
             handler,
             shards=shards,
@@ -191,6 +201,7 @@ class Pipeline:
         """
         if self.submit(item, priority):
             return
+        self._not_on_loop("put", "await p.aput(...)")
         st = self._st
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         deadline = None if wait_for is None else st.now() + wait_for
@@ -223,6 +234,8 @@ class Pipeline:
                 if self._gc_threshold is not None:
                     self._saved_gc = gc.get_threshold()
                     gc.set_threshold(self._gc_threshold, *self._saved_gc[1:])
+                if self._uses_loop:
+                    self._host.start()
                 self._workers.start()
         return self
 
@@ -262,6 +275,8 @@ class Pipeline:
         report.
         """
         wait_for = check_seconds("timeout", timeout, allow_none=True)
+        if self._report is None:
+            self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
         with self._lifecycle:
             if self._report is not None:
                 return self._report
@@ -282,6 +297,8 @@ class Pipeline:
                 st.wake_all(st.room_waiters)
             if not self._started:
                 self._started = True
+                if self._uses_loop:
+                    self._host.start()
                 self._workers.start()
             self._workers.wake_all()
             accepted = st.accepted()
@@ -290,6 +307,8 @@ class Pipeline:
             st.stopping = True
             self._workers.wake_all()
             stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
+            if not stuck:
+                self._host.stop()
             if self._saved_interval is not None:
                 sys.setswitchinterval(self._saved_interval)
             if self._saved_gc is not None:
@@ -306,6 +325,63 @@ class Pipeline:
                 undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
             )
             return self._report
+
+    def _not_on_loop(self, what: str, instead: str) -> None:
+        if self._uses_loop and self._host.on_loop_thread():
+            raise SluicewayError(
+                f"{what}() would block the event loop the async handlers run on; use {instead}"
+            )
+
+    async def aput(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
+        """Admit ``item``, waiting for room without blocking the event loop.
+
+        Raises ``Full`` after ``timeout`` seconds (loop time) and ``Closed`` once shutdown
+        has begun.
+        """
+        if self.submit(item, priority):
+            return
+        st = self._st
+        wait_for = check_seconds("timeout", timeout, allow_none=True)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait_for is None else loop.time() + wait_for
+        while True:
+            if st.closed:
+                raise Closed("the pipeline is shutting down")
+            waiter = AsyncWaiter(loop)
+            with st.count_lock:
+                st.room_waiters.append(waiter)  # type: ignore[arg-type]
+            if self.submit(item, priority):
+                return
+            if st.closed:
+                raise Closed("the pipeline is shutting down")
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise Full("priority" if priority else "regular", wait_for or 0.0)
+            try:
+                await asyncio.wait_for(waiter.future, remaining)
+            except TimeoutError:
+                pass
+
+    async def ashutdown(self, timeout: float | None = None) -> DrainReport:
+        """``shutdown`` without blocking the event loop (async handlers keep running)."""
+        if self._report is not None:
+            return self._report
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._shutdown_off_loop, timeout)
+
+    def _shutdown_off_loop(self, timeout: float | None) -> DrainReport:
+        return self.shutdown(timeout)
+
+    async def __aenter__(self) -> Self:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.ashutdown(self._drain_timeout)
 
     def __enter__(self) -> Self:
         return self.start()

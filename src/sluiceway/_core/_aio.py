@@ -1,0 +1,104 @@
+"""asyncio support: ``async def`` handlers, ``aput``, and ``async with``.
+
+An ``async def`` handler runs on an event loop: the loop that was running when the
+pipeline started (so handlers can use that loop's connections), or else a private loop on
+its own thread. Worker threads hand batches over with ``run_coroutine_threadsafe`` and wait
+for the result with the GIL released, so shards keep their batching, ordering and failure
+semantics, and regular work never runs on the loop itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = ["AsyncWaiter", "LoopHost", "is_async"]
+
+
+def is_async(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (an ``async def`` or such a callable)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class LoopHost:
+    """The loop async handlers run on; owns a private loop thread when it has to."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Use the running loop, or start a private one."""
+        try:
+            self.loop = asyncio.get_running_loop()
+            return
+        except RuntimeError:
+            pass
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="sluiceway-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self.loop = loop
+
+    def on_loop_thread(self) -> bool:
+        """True when called from the thread running the handlers' loop."""
+        if self.loop is None:
+            return False
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def wrap(self, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+        """A blocking function that runs ``fn(arg)`` on the loop and returns its result."""
+
+        def call(arg: Any) -> Any:
+            loop = self.loop
+            if loop is None:
+                raise RuntimeError("the pipeline's event loop is not running")
+            return asyncio.run_coroutine_threadsafe(fn(arg), loop).result()
+
+        return call
+
+    def stop(self) -> None:
+        """Stop the private loop, if this host started one."""
+        if self._thread is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5.0)
+            if not self._thread.is_alive():
+                self.loop.close()
+            self._thread = None
+
+
+class AsyncWaiter:
+    """A room/idle waiter that resolves an asyncio future from any thread."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def wake(self) -> None:
+        """Resolve the future on its loop (safe from engine threads)."""
+        try:
+            self.loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
