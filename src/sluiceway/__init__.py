@@ -13,6 +13,9 @@ shutdown::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._core._completion import Completion as Completion
@@ -27,6 +30,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import ConfigTypeError as ConfigTypeError
 from ._errors import Full as Full
 from ._errors import Permanent as Permanent
+from ._errors import Rejected as Rejected
 from ._errors import SluicewayError as SluicewayError
 from ._policy import Breaker as Breaker
 from ._policy import Retry as Retry
@@ -35,12 +39,30 @@ from ._records import DrainReport as DrainReport
 from ._records import ShardStats as ShardStats
 from ._records import Stats as Stats
 
+if TYPE_CHECKING:  # the clients load lazily (see __getattr__); declared for type checkers
+    from .client import AsyncClient as AsyncClient
+    from .client import Client as Client
+    from .client import SendResult as SendResult
+
 __version__ = "0.1.0.dev0"
 
+_LAZY = {"AsyncClient": "client", "Client": "client", "SendResult": "client"}
+
+
+def __getattr__(name: str) -> object:
+    """Integrations load on first use, so ``import sluiceway`` stays light."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sluiceway' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sluiceway.{module}"), name)
+
+
 __all__ = [
+    "AsyncClient",
     "BatchError",
     "Breaker",
     "CircuitOpen",
+    "Client",
     "Clock",
     "Closed",
     "Completion",
@@ -53,7 +75,9 @@ __all__ = [
     "MemoryDeadLetters",
     "Permanent",
     "Pipeline",
+    "Rejected",
     "Retry",
+    "SendResult",
     "ShardStats",
     "SluicewayError",
     "Stats",

@@ -9,7 +9,8 @@
      ├── Closed                               the pipeline is shutting down or shut
      ├── Permanent                            raised by a handler: never retry this
      ├── BatchError                           raised by a handler: these items failed
-     └── CircuitOpen                          a client's breaker is open; failing fast
+     ├── CircuitOpen                          a client's breaker is open; failing fast
+     └── Rejected                             the ingest service refused a request (4xx)
 
 ``Permanent`` and ``BatchError`` are raised by *your* handler to steer retries; the engine
 raises the others. Catching ``SluicewayError`` catches everything sluiceway raises.
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigTypeError",
     "Full",
     "Permanent",
+    "Rejected",
     "SluicewayError",
 ]
 
@@ -86,3 +88,12 @@ class CircuitOpen(SluicewayError):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"circuit open; next probe in {retry_after:.3f}s")
         self.retry_after = retry_after
+
+
+class Rejected(SluicewayError):
+    """The ingest service answered with a client error (400, 401, 413, 415)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]}")
+        self.status = status
+        self.body = body

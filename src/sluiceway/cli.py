@@ -64,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
     bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
     bench.add_argument("--no-live", action="store_true", help="no live display")
+    serve = sub.add_parser("serve", help="run the HTTP ingest service (uvicorn)")
+    serve.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes, one pipeline each")
+    serve.add_argument("--metrics-port", type=int, default=None, help="summed /metrics here")
+    serve.add_argument("--token", default=None, help="require this bearer token")
+    serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
+
     top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
     top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -78,6 +87,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench._cli import bench_command
 
         return bench_command(args)
+    if args.command == "serve":
+        try:
+            from ._serve import serve
+        except ImportError:
+            print("sluiceway serve needs: pip install 'sluiceway[http]'", file=sys.stderr)
+            return 2
+        return serve(
+            args.factory,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            metrics_port=args.metrics_port,
+            token=args.token,
+            max_body=args.max_body,
+        )
     if args.command == "top":
         try:
             from ._top import run_top

@@ -9,11 +9,13 @@ semantics, and regular work never runs on the loop itself.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["AsyncWaiter", "LoopHost", "is_async"]
 
@@ -35,6 +37,8 @@ class LoopHost:
 
     def start(self) -> None:
         """Use the running loop, or start a private one."""
+        import asyncio  # noqa: PLC0415 - only pipelines with async handlers pay for it
+
         try:
             self.loop = asyncio.get_running_loop()
             return
@@ -57,6 +61,8 @@ class LoopHost:
         """True when called from the thread running the handlers' loop."""
         if self.loop is None:
             return False
+        import asyncio  # noqa: PLC0415 - loaded already if a loop exists
+
         try:
             return asyncio.get_running_loop() is self.loop
         except RuntimeError:
@@ -64,6 +70,7 @@ class LoopHost:
 
     def wrap(self, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         """A blocking function that runs ``fn(arg)`` on the loop and returns its result."""
+        import asyncio  # noqa: PLC0415 - only pipelines with async handlers pay for it
 
         def call(arg: Any) -> Any:
             loop = self.loop

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
 import threading
@@ -338,6 +337,8 @@ class Pipeline:
         Raises ``Full`` after ``timeout`` seconds (loop time) and ``Closed`` once shutdown
         has begun.
         """
+        import asyncio  # noqa: PLC0415 - asyncio loads only for pipelines used from a loop
+
         if self.submit(item, priority):
             return
         st = self._st
@@ -364,6 +365,8 @@ class Pipeline:
 
     async def ashutdown(self, timeout: float | None = None) -> DrainReport:
         """``shutdown`` without blocking the event loop (async handlers keep running)."""
+        import asyncio  # noqa: PLC0415 - asyncio loads only for pipelines used from a loop
+
         if self._report is not None:
             return self._report
         loop = asyncio.get_running_loop()

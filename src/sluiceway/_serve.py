@@ -1,0 +1,160 @@
+"""``sluiceway serve module:factory``: the ingest app under uvicorn, one or many workers.
+
+``factory()`` returns a :class:`sluiceway.Pipeline` (each worker process calls it once and
+gets its own pipeline). SIGTERM or SIGINT makes uvicorn stop accepting connections and run
+every worker's lifespan shutdown, which drains its pipeline before the process exits.
+
+Metrics of a multi-worker server are summed: each worker writes its metrics to a shared
+directory every half second (and once more after draining), and ``/metrics`` on any worker,
+like ``--metrics-port`` on the parent, serves the sum over all workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .http import ingest_app
+
+__all__ = ["SummedMetrics", "app_factory", "load_factory", "serve"]
+
+ENV = "SLUICEWAY_SERVE"
+WRITE_EVERY = 0.5
+
+
+def load_factory(spec: str) -> Callable[[], Any]:
+    """Import ``module:attribute``; a clear error if it is not there."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"factory must look like module:function, got {spec!r}")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+class SummedMetrics(Collector):
+    """Sums the metrics files every worker writes into ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        sums: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        for path in sorted(self.directory.glob("*.prom")):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            for fam in text_string_to_metric_families(text):
+                if fam.name not in families:
+                    families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+                for sample in fam.samples:
+                    key = (fam.name, sample.name, tuple(sorted(sample.labels.items())))
+                    sums[key] = sums.get(key, 0.0) + sample.value
+        for (name, sample_name, labels), value in sums.items():
+            families[name].add_sample(sample_name, dict(labels), value)
+        yield from families.values()
+
+
+def app_factory() -> Any:
+    """The uvicorn app factory each worker process calls (options come from the env)."""
+    options = json.loads(os.environ[ENV])
+    factory = load_factory(options["factory"])
+    directory = Path(options["metrics_dir"])
+    registry = CollectorRegistry()
+    app = ingest_app(
+        factory,
+        token=options.get("token"),
+        max_body=options["max_body"],
+        registry=registry,
+        name=options.get("name", "http"),
+    )
+    summed = CollectorRegistry()
+    summed.register(SummedMetrics(directory))
+    own = directory / f"{os.getpid()}.prom"
+    stop = threading.Event()
+
+    def write() -> None:
+        tmp = own.with_suffix(".tmp")
+        tmp.write_bytes(generate_latest(registry))
+        tmp.replace(own)
+
+    def writer() -> None:
+        while not stop.wait(WRITE_EVERY):
+            write()
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[None]:
+        async with inner(a):
+            t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
+            t.start()
+            try:
+                yield
+            finally:
+                stop.set()
+        write()  # after the drain: the final counts
+
+    app.router.lifespan_context = lifespan
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(summed), media_type="text/plain; version=0.0.4")
+
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
+    app.router.routes.append(Route("/metrics", metrics))
+    return app
+
+
+def serve(
+    factory: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    metrics_port: int | None = None,
+    token: str | None = None,
+    max_body: int = 8 * 2**20,
+) -> int:
+    """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit."""
+    load_factory(factory)  # fail early, in the parent, on a wrong spec
+    with tempfile.TemporaryDirectory(prefix="sluiceway-metrics-") as directory:
+        os.environ[ENV] = json.dumps(
+            {"factory": factory, "metrics_dir": directory, "token": token, "max_body": max_body}
+        )
+        server = None
+        if metrics_port is not None:
+            registry = CollectorRegistry()
+            registry.register(SummedMetrics(Path(directory)))
+            server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+        try:
+            uvicorn.run(
+                "sluiceway._serve:app_factory",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                lifespan="on",
+                log_level="warning",
+                timeout_graceful_shutdown=60,
+            )
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+    return 0

@@ -1,0 +1,344 @@
+"""The HTTP ingest service against a real uvicorn server on loopback, and its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sluiceway as sw
+from sluiceway.http import ingest_app
+
+from .conftest import WAIT
+
+ROOT = Path(__file__).resolve().parent.parent
+NDJSON = {"content-type": "application/x-ndjson"}
+
+
+class Running:
+    """A uvicorn server in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        """Bind 127.0.0.1:0 and serve ``app`` until ``stop``."""
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, lifespan="on", log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+        self.thread.start()
+        deadline = time.monotonic() + WAIT
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Shut down (drains the pipeline via lifespan)."""
+        self.server.should_exit = True
+        self.thread.join(WAIT)
+        self.sock.close()
+
+
+class Gate:
+    """A handler that records events and can be held shut."""
+
+    def __init__(self) -> None:
+        """Open, empty."""
+        self.open = threading.Event()
+        self.open.set()
+        self.seen: list[Any] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list[Any]) -> None:
+        """Wait while shut, then record."""
+        self.open.wait(WAIT)
+        with self.lock:
+            self.seen.extend(batch)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., tuple[Running, sw.Pipeline]]]:
+    """Start a server around a pipeline built by the test; stop them all afterwards."""
+    running: list[Running] = []
+
+    def start(pipeline: sw.Pipeline, **options: Any) -> tuple[Running, sw.Pipeline]:
+        r = Running(ingest_app(pipeline, **options))
+        running.append(r)
+        return r, pipeline
+
+    yield start
+    for r in running:
+        r.stop()
+
+
+def _ndjson(ids: range | list[int]) -> bytes:
+    return b"".join(b'{"id": %d}\n' % i for i in ids)
+
+
+def test_json_and_ndjson_are_admitted_with_202(serve: Any) -> None:
+    """Both body formats are parsed, admitted, answered 202 and handled."""
+    gate = Gate()
+    r, p = serve(sw.Pipeline(gate, max_delay=0.001))
+    a = httpx.post(f"{r.url}/v1/events", json=[{"id": 1}, {"id": 2}])
+    b = httpx.post(f"{r.url}/v1/events", content=_ndjson([3, 4, 5]), headers=NDJSON)
+    assert (a.status_code, a.json()) == (202, {"accepted": 2})
+    assert (b.status_code, b.json()) == (202, {"accepted": 3})
+    assert p.wait_idle(WAIT)
+    assert sorted(e["id"] for e in gate.seen) == [1, 2, 3, 4, 5]
+
+
+def test_429_accepts_a_prefix_with_retry_after(serve: Any) -> None:
+    """With room for 3 of 5, the first 3 are admitted and the answer says so."""
+    gate = Gate()
+    gate.open.clear()
+    r, _ = serve(sw.Pipeline(gate, shards=1, capacity=3, batch_size=8), retry_after=2)
+    resp = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(5)), headers=NDJSON)
+    assert resp.status_code == 429
+    assert resp.json() == {"accepted": 3}
+    assert resp.headers["retry-after"] == "2"
+    gate.open.set()
+
+
+def test_client_resends_exactly_the_refused_suffix(serve: Any) -> None:
+    """Under a stalled handler no event is lost and none is duplicated."""
+    gate = Gate()
+    gate.open.clear()
+    r, p = serve(sw.Pipeline(gate, shards=2, capacity=40, batch_size=8, max_delay=0.001))
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the client's back-off: let the handler move on
+        sleeps.append(seconds)
+        gate.open.set()
+        time.sleep(0.02)
+
+    events = [{"id": i} for i in range(300)]
+    with sw.Client(r.url, sleep=sleep) as client:
+        result = client.send(events)
+    assert result.accepted == 300
+    assert result.throttled >= 1
+    assert sleeps
+    assert p.wait_idle(WAIT)
+    ids = [e["id"] for e in gate.seen]
+    assert sorted(ids) == list(range(300))  # all of them, once each
+
+
+def test_bad_line_is_named_and_nothing_is_admitted(serve: Any) -> None:
+    """Malformed NDJSON: 400 naming the first bad line; not even the good lines count."""
+    r, p = serve(sw.Pipeline(Gate()))
+    body = b'{"id": 1}\n{"id": 2}\n{"id": oops}\n{"id": 4}\n'
+    resp = httpx.post(f"{r.url}/v1/events", content=body, headers=NDJSON)
+    assert resp.status_code == 400
+    assert resp.json()["line"] == 3
+    array = httpx.post(f"{r.url}/v1/events", json=[{"id": 1}, 7])
+    assert (array.status_code, array.json()["line"]) == (400, 2)
+    assert p.stats().accepted == 0
+
+
+def test_size_type_auth_and_draining(serve: Any) -> None:
+    """413 over max_body, 415 for other types, 401 without the token, 503 while draining."""
+    r, p = serve(sw.Pipeline(Gate()), max_body=100, token="s3cret")
+    auth = {"authorization": "Bearer s3cret"}
+    big = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(50)), headers={**NDJSON, **auth})
+    assert big.status_code == 413
+    typed = httpx.post(
+        f"{r.url}/v1/events", content=b"x", headers={"content-type": "text/plain", **auth}
+    )
+    assert typed.status_code == 415
+    anon = httpx.post(f"{r.url}/v1/events", json=[{"id": 1}])
+    assert anon.status_code == 401
+    wrong = httpx.post(
+        f"{r.url}/v1/events", json=[{"id": 1}], headers={"authorization": "Bearer no"}
+    )
+    assert wrong.status_code == 401
+    ok = httpx.post(f"{r.url}/v1/events", json=[{"id": 1}], headers=auth)
+    assert ok.status_code == 202
+    assert httpx.get(f"{r.url}/readyz").status_code == 200
+    p.shutdown()
+    draining = httpx.post(f"{r.url}/v1/events", json=[{"id": 2}], headers=auth)
+    assert draining.status_code == 503
+    assert httpx.get(f"{r.url}/readyz").status_code == 503
+    assert httpx.get(f"{r.url}/healthz").status_code == 200
+
+
+def test_wait_true_answers_after_the_outcome(serve: Any) -> None:
+    """?wait=true answers once the events are processed, with the counts."""
+    calls: list[int] = []
+
+    def handler(batch: list[Any]) -> None:
+        if any(e.get("bad") for e in batch):
+            raise ValueError("bad event")
+        calls.append(len(batch))
+
+    r, _ = serve(sw.Pipeline(handler, shards=1, batch_size=2, max_delay=0.001))
+    ok = httpx.post(f"{r.url}/v1/events?wait=true", json=[{"id": 1}, {"id": 2}, {"id": 3}])
+    assert ok.status_code == 202
+    assert ok.json() == {"accepted": 3, "processed": 3, "dead_lettered": 0}
+    bad = httpx.post(f"{r.url}/v1/events?wait=true", json=[{"bad": True}])
+    assert bad.json() == {"accepted": 1, "processed": 0, "dead_lettered": 1}
+
+
+def test_priority_header_uses_the_priority_lane(serve: Any) -> None:
+    """X-Priority: 1 sends the request's events down the priority lane."""
+    urgent: list[Any] = []
+    r, p = serve(sw.Pipeline(Gate(), priority_handler=urgent.append))
+    resp = httpx.post(f"{r.url}/v1/events?wait=true", json=[{"id": 9}], headers={"x-priority": "1"})
+    assert resp.status_code == 202
+    assert urgent == [{"id": 9}]
+    assert p.stats().priority_accepted == 1
+
+
+def test_metrics_endpoint(serve: Any) -> None:
+    """/metrics serves this pipeline's Prometheus metrics."""
+    r, _ = serve(sw.Pipeline(Gate()))
+    httpx.post(f"{r.url}/v1/events", json=[{"id": 1}])
+    body = httpx.get(f"{r.url}/metrics").text
+    assert 'sluiceway_items_accepted_total{lane="regular",pipeline="http"} 1.0' in body
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[tuple[str, sw.Pipeline]]:
+    """One server for the fuzz examples."""
+    p = sw.Pipeline(lambda b: None, capacity=1_000_000)
+    r = Running(ingest_app(p, max_body=4096))
+    yield r.url, p
+    r.stop()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.lists(
+            st.one_of(st.just(b'{"id": 1}'), st.binary(max_size=20), st.just(b"[1]"), st.just(b"")),
+            max_size=8,
+        ).map(b"\n".join),
+    ),
+    ctype=st.sampled_from(["application/json", "application/x-ndjson"]),
+)
+def test_fuzzed_bodies_never_5xx_and_never_half_admitted(
+    fuzz_server: tuple[str, sw.Pipeline], body: bytes, ctype: str
+) -> None:
+    """Whatever the body: no 5xx, and a 400 admits nothing, a 202 admits everything."""
+    url, p = fuzz_server
+    before = p.stats().accepted
+    resp = httpx.post(f"{url}/v1/events", content=body, headers={"content-type": ctype})
+    assert resp.status_code < 500
+    after = p.stats().accepted
+    if resp.status_code == 400:
+        assert after == before
+    else:
+        assert resp.status_code == 202
+        assert after - before == resp.json()["accepted"]
+
+
+def test_client_breaker_fails_fast_then_probes() -> None:
+    """Against a dead endpoint the client opens its breaker and later probes again."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()  # nothing listens there: connection refused
+    now = [0.0]
+    client = sw.Client(
+        url,
+        sleep=lambda s: None,
+        now=lambda: now[0],
+        breaker_failures=3,
+        breaker_cooldown=10.0,
+        max_attempts=3,
+    )
+    with pytest.raises(sw.SluicewayError, match="gave up"):
+        client.send([{"id": 1}])
+    with pytest.raises(sw.CircuitOpen) as info:
+        client.send([{"id": 1}])
+    assert info.value.retry_after == pytest.approx(10.0)
+    now[0] = 10.0  # cool-down over: one probe goes out, fails, and re-opens the circuit
+    with pytest.raises(sw.CircuitOpen) as again:
+        client.send([{"id": 1}])
+    assert again.value.retry_after == pytest.approx(10.0)  # a fresh cool-down from t=10
+    assert client.policy.consecutive == 4  # three failures, then the failed probe
+    client.close()
+
+
+def test_client_rejects_4xx_with_a_typed_error(serve: Any) -> None:
+    """A 401 is not retried: it raises sw.Rejected with the status."""
+    r, _ = serve(sw.Pipeline(Gate()), token="t")
+    with sw.Client(r.url) as client, pytest.raises(sw.Rejected) as info:
+        client.send([{"id": 1}])
+    assert info.value.status == 401
+
+
+def test_async_client_sends_and_waits(serve: Any) -> None:
+    """The asyncio client delivers and reports processed counts with wait=True."""
+    gate = Gate()
+    r, _ = serve(sw.Pipeline(gate, max_delay=0.001))
+
+    async def main() -> sw.SendResult:
+        async with sw.AsyncClient(r.url) as client:
+            return await client.send([{"id": i} for i in range(50)], wait=True)
+
+    result = asyncio.run(main())
+    assert (result.accepted, result.processed, result.dead_lettered) == (50, 50, 0)
+
+
+def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
+    """A 2-worker server gets SIGTERM mid-load: every 202'd event was processed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "processed"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SLUICEWAY_TEST_OUT": str(out),
+        "SLUICEWAY_TEST_DELAY": "0.01",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluiceway", "serve", "tests.serve_app:factory",
+         "--workers", "2", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.05)
+        accepted: list[int] = []
+        with httpx.Client() as http:
+            for n in range(20):
+                ids = range(n * 100, n * 100 + 100)
+                resp = http.post(f"{url}/v1/events", content=_ndjson(ids), headers=NDJSON)
+                k = resp.json().get("accepted", 0) if resp.status_code in (202, 429) else 0
+                accepted.extend(list(ids)[:k])
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    processed: list[int] = []
+    for f in tmp_path.glob("processed-*"):
+        processed.extend(int(x) for x in f.read_text().split())
+    assert len(accepted) >= 1000
+    assert sorted(processed) == sorted(accepted)
