@@ -1,0 +1,1 @@
+"""Benchmarks run on their own (not by pytest); each module says how."""
