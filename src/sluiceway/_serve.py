@@ -11,12 +11,11 @@ like ``--metrics-port`` on the parent, serves the sum over all workers.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ._factory import load_factory
 from .http import ingest_app
 
 __all__ = ["SummedMetrics", "app_factory", "load_factory", "serve"]
 
 ENV = "SLUICEWAY_SERVE"
 WRITE_EVERY = 0.5
-
-
-def load_factory(spec: str) -> Callable[[], Any]:
-    """Import ``module:attribute``; a clear error if it is not there."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"factory must look like module:function, got {spec!r}")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
 class SummedMetrics(Collector):

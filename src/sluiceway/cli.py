@@ -73,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help="require this bearer token")
     serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
 
+    worker = sub.add_parser("worker", help="consume a NATS JetStream stream into a pipeline")
+    worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
+    worker.add_argument("--nats", required=True, help="server URL, e.g. nats://127.0.0.1:4222")
+    worker.add_argument("--stream", default="SLUICEWAY")
+    worker.add_argument("--subject", default="sluiceway.events")
+    worker.add_argument("--durable", default="sluiceway")
+    worker.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
+    worker.add_argument("--max-deliver", type=int, default=5)
+
     top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
     top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
@@ -101,6 +110,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             token=args.token,
             max_body=args.max_body,
+        )
+    if args.command == "worker":
+        try:
+            from .nats import run_worker
+        except ImportError:
+            print("sluiceway worker needs: pip install 'sluiceway[nats]'", file=sys.stderr)
+            return 2
+        return run_worker(
+            args.factory,
+            args.nats,
+            stream=args.stream,
+            subject=args.subject,
+            durable=args.durable,
+            ack_wait=args.ack_wait,
+            max_deliver=args.max_deliver,
         )
     if args.command == "top":
         try:

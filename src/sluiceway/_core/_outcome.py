@@ -38,6 +38,7 @@ class Outcomes:
         self.overflow = 0  # records beyond BACKLOG_MAX while the sink kept failing
         self.sink_errors = 0
         self.by_reason: dict[str, int] = {}  # items dead-lettered, by reason
+        self.listeners: list[DeadLetterSink] = []  # told after the sink (integrations)
 
     def release(self, shard: Shard, count: int) -> None:
         """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
@@ -70,6 +71,11 @@ class Outcomes:
             DeadLetter(item, reason, etype, message, text, attempts, index, stamp) for item in items
         ]
         self.deliver(records)
+        for listener in self.listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("dead-letter listener failed")
         with self.lock:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + len(items)
         if shard is None:

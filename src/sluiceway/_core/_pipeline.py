@@ -424,6 +424,13 @@ class Pipeline:
             "end_to_end": st.h_e2e.snapshot(),
         }
 
+    def add_dead_letter_listener(self, listener: Callable[[list[DeadLetter]], object]) -> None:
+        """Also tell ``listener`` about every dead letter (after the sink; errors are logged).
+
+        Integrations use it: the NATS worker forwards dead letters to a dead-letter stream.
+        """
+        self._outcomes.listeners.append(listener)
+
     def dead_lettered_by_reason(self) -> dict[str, int]:
         """Items dead-lettered so far, by reason."""
         with self._outcomes.lock:
