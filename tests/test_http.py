@@ -331,6 +331,18 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
                 resp = http.post(f"{url}/v1/events", content=_ndjson(ids), headers=NDJSON)
                 k = resp.json().get("accepted", 0) if resp.status_code in (202, 429) else 0
                 accepted.extend(list(ids)[:k])
+        # Metrics of the two workers are summed: /metrics on either shows the total admitted.
+        deadline = time.monotonic() + 20
+        total = -1.0
+        while total != len(accepted) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = httpx.get(f"{url}/metrics").text
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in body.splitlines()
+                if line.startswith("sluiceway_items_accepted_total") and 'lane="regular"' in line
+            )
+        assert total == len(accepted)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     finally:

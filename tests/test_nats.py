@@ -220,6 +220,9 @@ def test_worker_in_process_acks_only_when_done(server: NatsServer) -> None:
             await asyncio.sleep(0.02)
         worker.stop()
         await task
+        values = {f.name: f.samples[0].value for f in worker.metrics()}
+        assert values["sluiceway_nats_envelopes_acked"] == 6
+        assert values["sluiceway_nats_envelopes_fetched"] >= 6
         info = await nc.jetstream().stream_info("SLUICEWAY")
         await nc.close()
         return worker.acked, info.state.messages

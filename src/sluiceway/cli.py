@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--durable", default="sluiceway")
     worker.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
     worker.add_argument("--max-deliver", type=int, default=5)
+    worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
 
     top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
     top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
@@ -125,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             durable=args.durable,
             ack_wait=args.ack_wait,
             max_deliver=args.max_deliver,
+            metrics_port=args.metrics_port,
         )
     if args.command == "top":
         try:

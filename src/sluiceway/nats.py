@@ -431,6 +431,7 @@ def run_worker(
     durable: str,
     ack_wait: float = 30.0,
     max_deliver: int = 5,
+    metrics_port: int | None = None,
 ) -> int:
     """``sluiceway worker``: run until SIGTERM/SIGINT, then drain, ack and exit."""
     pipeline = load_factory(factory)()
@@ -444,11 +445,24 @@ def run_worker(
         max_deliver=max_deliver,
     )
 
+    server = None
+    if metrics_port is not None:
+        from . import prometheus as swp  # noqa: PLC0415 - only when metrics are asked for
+
+        swp.register(pipeline, name=durable)
+        swp.add_source(worker.metrics)
+        server = swp.serve(port=metrics_port)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0
