@@ -15,6 +15,7 @@ The metric reference is ``docs/metrics.md`` (checked against :data:`METRICS` by 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -178,15 +179,18 @@ def _fill(fams: dict[str, Any], name: str, p: Pipeline) -> None:
         fams[metric].add_metric([name], buckets, h.total)
 
 
-_collectors: dict[int, _PipelinesCollector] = {}
+# One collector a registry, forgotten with the registry (ids of dead registries get reused).
+_collectors: weakref.WeakKeyDictionary[CollectorRegistry, _PipelinesCollector] = (
+    weakref.WeakKeyDictionary()
+)
 _collectors_lock = threading.Lock()
 
 
 def _collector(registry: CollectorRegistry) -> _PipelinesCollector:
     with _collectors_lock:
-        col = _collectors.get(id(registry))
+        col = _collectors.get(registry)
         if col is None:
-            col = _collectors[id(registry)] = _PipelinesCollector()
+            col = _collectors[registry] = _PipelinesCollector()
             registry.register(col)
         return col
 
