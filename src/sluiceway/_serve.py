@@ -32,7 +32,7 @@ from starlette.routing import Route
 from ._factory import load_factory
 from .http import ingest_app
 
-__all__ = ["SummedMetrics", "app_factory", "load_factory", "serve"]
+__all__ = ["SummedMetrics", "app_factory", "serve", "serve_command"]
 
 ENV = "SLUICEWAY_SERVE"
 WRITE_EVERY = 0.5
@@ -150,3 +150,16 @@ def serve(
                 server.shutdown()
                 server.server_close()
     return 0
+
+
+def serve_command(args: Any) -> int:
+    """``sluiceway serve`` with parsed arguments."""
+    return serve(
+        args.factory,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        metrics_port=args.metrics_port,
+        token=args.token,
+        max_body=args.max_body,
+    )

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Scrape", "render", "run_top", "scrape"]
+__all__ = ["Scrape", "render", "run_top", "scrape", "top_command"]
 
 Scrape = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -125,3 +125,8 @@ def run_top(url: str, interval: float = 1.0, once: bool = False) -> int:
                 previous, last = data, now
         except KeyboardInterrupt:
             return 0
+
+
+def top_command(args: Any) -> int:
+    """``sluiceway top`` with parsed arguments."""
+    return run_top(args.url, args.interval, args.once)

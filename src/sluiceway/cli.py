@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -90,52 +91,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# command -> (module, function, extra to install if the module's imports fail)
+COMMANDS = {
+    "bench": ("sluiceway.bench._cli", "bench_command", "cli"),
+    "serve": ("sluiceway._serve", "serve_command", "http"),
+    "worker": ("sluiceway.nats", "worker_command", "nats"),
+    "top": ("sluiceway._top", "top_command", "cli,prometheus"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sluiceway`` command."""
     args = _parser().parse_args(argv)
-    if args.command == "bench":
-        from .bench._cli import bench_command
-
-        return bench_command(args)
-    if args.command == "serve":
-        try:
-            from ._serve import serve
-        except ImportError:
-            print("sluiceway serve needs: pip install 'sluiceway[http]'", file=sys.stderr)
-            return 2
-        return serve(
-            args.factory,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            metrics_port=args.metrics_port,
-            token=args.token,
-            max_body=args.max_body,
-        )
-    if args.command == "worker":
-        try:
-            from .nats import run_worker
-        except ImportError:
-            print("sluiceway worker needs: pip install 'sluiceway[nats]'", file=sys.stderr)
-            return 2
-        return run_worker(
-            args.factory,
-            args.nats,
-            stream=args.stream,
-            subject=args.subject,
-            durable=args.durable,
-            ack_wait=args.ack_wait,
-            max_deliver=args.max_deliver,
-            metrics_port=args.metrics_port,
-        )
-    if args.command == "top":
-        try:
-            from ._top import run_top
-        except ImportError:
-            print("sluiceway top needs: pip install 'sluiceway[cli,prometheus]'", file=sys.stderr)
-            return 2
-        return run_top(args.url, args.interval, args.once)
-    return 2  # pragma: no cover - argparse enforces a command
+    module, function, extra = COMMANDS[args.command]
+    try:
+        command = getattr(importlib.import_module(module), function)
+    except ImportError as exc:
+        print(f"sluiceway {args.command} needs: pip install 'sluiceway[{extra}]' ({exc})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return int(command(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

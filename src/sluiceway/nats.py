@@ -466,3 +466,17 @@ def run_worker(
             server.shutdown()
             server.server_close()
     return 0
+
+
+def worker_command(args: Any) -> int:
+    """``sluiceway worker`` with parsed arguments."""
+    return run_worker(
+        args.factory,
+        args.nats,
+        stream=args.stream,
+        subject=args.subject,
+        durable=args.durable,
+        ack_wait=args.ack_wait,
+        max_deliver=args.max_deliver,
+        metrics_port=args.metrics_port,
+    )
