@@ -46,13 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--switch-interval",
         type=float,
-        default=0.0005,
+        default=0.0003,
         help="sys.setswitchinterval while sluiceway runs (seconds)",
     )
     bench.add_argument(
         "--gc-threshold",
         type=int,
-        default=10_000,
+        default=3_000,
         help="gc threshold 0 while sluiceway runs (0: leave the interpreter's default)",
     )
     bench.add_argument(

@@ -80,8 +80,10 @@ class Engine:
 class SluicewayEngine(Engine):
     """sluiceway with the seed's settings and its two documented process-wide options.
 
-    ``switch_interval`` (0.5 ms) keeps priority latency under a millisecond; ``gc_threshold``
-    (10,000) keeps young collections from traversing every queued event.
+    ``switch_interval`` (0.3 ms) bounds how long a priority event waits for the GIL;
+    ``gc_threshold`` (3,000) keeps young collections from traversing every queued event while
+    keeping each collection short (a long one delays priority events: 10,000 gave more
+    throughput but a longer p99 tail, 700 a p99 of 2.9 ms).
     """
 
     name = "sluiceway"
