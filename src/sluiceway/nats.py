@@ -223,6 +223,7 @@ class Worker:
         self.lag = 0
         pipeline.add_dead_letter_listener(self._forward_dead)
         self._dead_out: list[bytes] = []
+        self._dead_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -353,6 +354,10 @@ class Worker:
             await env.msg.nak(delay=self.nak_delay)
             self.naked += 1
             return
+        if env.dead:
+            # Its dead letters reach the dead-letter stream before the envelope is acked: a
+            # crash in between redelivers the envelope rather than losing the records.
+            await self._flush_dead()
         await env.msg.ack()
         self.acked += 1
 
@@ -383,8 +388,10 @@ class Worker:
         self._dead_out.append(payload)
 
     async def _flush_dead(self) -> None:
-        while self._dead_out:
-            await self.js.publish(self.dead_subject, self._dead_out.pop(0))
+        async with self._dead_lock:  # one publisher at a time, so none is sent twice
+            while self._dead_out:
+                await self.js.publish(self.dead_subject, self._dead_out[0])
+                self._dead_out.pop(0)  # only once the server has stored it
 
     async def _publish_dead(self, data: bytes, reason: str) -> None:
         payload = orjson.dumps({"reason": reason, "envelope": data.decode("utf-8", "replace")})
