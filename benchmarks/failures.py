@@ -13,10 +13,11 @@ import argparse
 import random
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import sluiceway as sw
-from sluiceway.bench._workload import KEYS, PAYLOAD
+from sluiceway.bench._workload import KEYS, PAYLOAD, retry_refused
 
 POISON_EVERY = 10_000
 FAIL_RATE = 0.2
@@ -64,11 +65,7 @@ def run(flaky: bool, seconds: float) -> tuple[float, sw.DrainReport, list[Any], 
     end = start + seconds
     while time.perf_counter() < end:
         for i in range(i, i + 512):  # noqa: B020 - resumes where it left off
-            event = (i, KEYS[i & 1023], now_ns(), PAYLOAD)
-            delay = 5e-5
-            while not submit(event):
-                time.sleep(delay)
-                delay = min(delay * 2, 5e-3)
+            retry_refused(partial(submit, (i, KEYS[i & 1023], now_ns(), PAYLOAD)))
         i += 1
     elapsed = time.perf_counter() - start
     in_window = down.processed

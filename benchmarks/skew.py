@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import sluiceway as sw
-from sluiceway.bench._workload import IO_BASE, IO_PER_EVENT, KEYS, PAYLOAD
+from sluiceway.bench._workload import IO_BASE, IO_PER_EVENT, KEYS, PAYLOAD, retry_refused
 
 HOT = "hot-key"
 SLOW = 4.0
@@ -62,12 +63,8 @@ def run(steal: bool, seconds: float) -> tuple[float, int, int, sw.Stats]:
     end = start + seconds
     while time.perf_counter() < end:
         for i in range(i, i + 256):  # noqa: B020 - resumes where it left off
-            key = HOT if i & 1 else KEYS[(i >> 1) & 1023]
-            event = (i, key, 0, PAYLOAD)
-            delay = 5e-5
-            while not submit(event):
-                time.sleep(delay)
-                delay = min(delay * 2, 5e-3)
+            event = (i, HOT if i & 1 else KEYS[(i >> 1) & 1023], 0, PAYLOAD)
+            retry_refused(partial(submit, event))
         i += 1
     elapsed = time.perf_counter() - start
     in_window = down.processed

@@ -108,20 +108,28 @@ def test_put_waits_for_room_then_admits(recorder: Recorder) -> None:
     assert sorted(recorder.items) == [1, 2, 3]
 
 
-def test_put_times_out_with_full(recorder: Recorder, clock: FakeClock) -> None:
-    """put() raises Full (a TimeoutError) when the fake clock passes its timeout."""
-    p = sw.Pipeline(recorder, capacity=1, shards=1, clock=clock)
-    assert p.submit(1)
+def _put_in_thread(
+    p: sw.Pipeline, item: object, timeout: float
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``p.put(item, timeout=...)`` on a thread; the list collects what it raised."""
     errors: list[BaseException] = []
 
     def producer() -> None:
         try:
-            p.put(2, timeout=1.0)
+            p.put(item, timeout=timeout)
         except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
             errors.append(exc)
 
     t = threading.Thread(target=producer)
     t.start()
+    return t, errors
+
+
+def test_put_times_out_with_full(recorder: Recorder, clock: FakeClock) -> None:
+    """put() raises Full (a TimeoutError) when the fake clock passes its timeout."""
+    p = sw.Pipeline(recorder, capacity=1, shards=1, clock=clock)
+    assert p.submit(1)
+    t, errors = _put_in_thread(p, 2, timeout=1.0)
     assert clock.wait_for_sleepers(1)
     clock.advance(1.0)
     t.join(WAIT)
@@ -135,16 +143,7 @@ def test_put_raises_closed_when_shutdown_begins(recorder: Recorder, clock: FakeC
     """A put() waiting for room raises Closed when shutdown starts."""
     p = sw.Pipeline(recorder, capacity=1, shards=1, clock=clock)
     assert p.submit(1)
-    errors: list[BaseException] = []
-
-    def producer() -> None:
-        try:
-            p.put(2, timeout=100.0)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            errors.append(exc)
-
-    t = threading.Thread(target=producer)
-    t.start()
+    t, errors = _put_in_thread(p, 2, timeout=100.0)
     assert clock.wait_for_sleepers(1)
     p.shutdown()
     t.join(WAIT)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["KEYS", "PAYLOAD", "Produced", "Sink", "produce"]
+__all__ = ["KEYS", "PAYLOAD", "Produced", "Sink", "produce", "retry_refused"]
 
 KEYS = tuple(f"key-{i:04d}" for i in range(1024))
 PAYLOAD = bytes(range(64))
@@ -68,6 +68,20 @@ class Produced:
         self.seconds = seconds
 
 
+def retry_refused(attempt: Callable[[], bool]) -> int:
+    """Call ``attempt()`` until it is accepted, backing off 50 us doubling to 5 ms.
+
+    ``attempt`` builds its event afresh each call (a new ``ts``). Returns the refusals seen.
+    """
+    refusals = 0
+    delay = BACKOFF_FIRST
+    while not attempt():
+        refusals += 1
+        time.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+    return refusals
+
+
 def produce(
     submit: Callable[[Any, bool], bool],
     seconds: float,
@@ -93,13 +107,11 @@ def produce(
     while True:
         for i in range(i, i + chunk):  # noqa: B020 - the loop resumes where it left off
             if not submit((i, keys[i & 1023], now_ns(), payload), i % PRIORITY_EVERY == 0):
-                delay = BACKOFF_FIRST
-                while True:
-                    refusals += 1
-                    sleep(delay)
-                    if submit((i, keys[i & 1023], now_ns(), payload), i % PRIORITY_EVERY == 0):
-                        break
-                    delay = min(delay * 2, BACKOFF_MAX)
+                refusals += retry_refused(  # the slow path only: the first try is inline
+                    lambda i=i: submit(  # type: ignore[misc]
+                        (i, keys[i & 1023], now_ns(), payload), i % PRIORITY_EVERY == 0
+                    )
+                )
         i += 1
         now = clock()
         if now >= end or (stop is not None and stop()):
