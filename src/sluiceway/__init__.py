@@ -29,6 +29,7 @@ from ._errors import Closed as Closed
 from ._errors import ConfigError as ConfigError
 from ._errors import ConfigTypeError as ConfigTypeError
 from ._errors import Full as Full
+from ._errors import InvalidItem as InvalidItem
 from ._errors import Permanent as Permanent
 from ._errors import Rejected as Rejected
 from ._errors import SluicewayError as SluicewayError
@@ -71,6 +72,7 @@ __all__ = [
     "DeadLetter",
     "DrainReport",
     "Full",
+    "InvalidItem",
     "JsonlDeadLetters",
     "MemoryDeadLetters",
     "Permanent",

@@ -7,6 +7,7 @@
      │    └── ConfigTypeError (also TypeError) an argument has the wrong type
      ├── Full (also TimeoutError)             put() found no room before its timeout
      ├── Closed                               the pipeline is shutting down or shut
+     ├── InvalidItem (also ValueError)        the key function failed on an item
      ├── Permanent                            raised by a handler: never retry this
      ├── BatchError                           raised by a handler: these items failed
      ├── CircuitOpen                          a client's breaker is open; failing fast
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "Full",
+    "InvalidItem",
     "Permanent",
     "Rejected",
     "SluicewayError",
@@ -60,6 +62,23 @@ class Full(SluicewayError, TimeoutError):
 
 class Closed(SluicewayError):
     """The pipeline has begun shutting down and admits nothing more."""
+
+
+class InvalidItem(SluicewayError, ValueError):
+    """The key function raised, or returned an unhashable value, for one item.
+
+    Keys are computed before any capacity is taken, so the call that raised admitted
+    nothing: not the item at ``index`` (its position in the call's items) and not the items
+    before it. The original exception is the ``__cause__``.
+    """
+
+    def __init__(self, index: int, item: object, cause: BaseException) -> None:
+        super().__init__(
+            f"item {index}: the key function failed ({type(cause).__name__}: {cause}); "
+            "nothing of this call was admitted"
+        )
+        self.index = index
+        self.item = item
 
 
 class Permanent(SluicewayError):

@@ -13,6 +13,7 @@ from itertools import repeat
 from operator import call
 from typing import Any
 
+from .._errors import InvalidItem
 from ._completion import Completion
 from ._priority import PriorityLane
 from ._shard import Chunk
@@ -63,7 +64,10 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
     def submit_keyed(item: Any, priority: bool = False) -> bool:
         if priority:
             return submit_priority(item)
-        p = hash(key(item)) & mask
+        try:
+            p = hash(key(item)) & mask
+        except Exception as exc:
+            raise InvalidItem(0, item, exc) from exc
         try:
             token = takes[p]()
         except IndexError:
@@ -186,15 +190,28 @@ def _many_tracked_unkeyed(st: State, batch: list[Any], completion: Completion | 
     return k
 
 
+def partitions_of(key: Callable[[Any], Any], mask: int, batch: list[Any]) -> list[int]:
+    """Each item's partition; ``InvalidItem`` (nothing admitted) if a key cannot be had."""
+    try:
+        return [hash(key(item)) & mask for item in batch]
+    except Exception:
+        for index, item in enumerate(batch):  # find the culprit: the slow path, once
+            try:
+                hash(key(item))
+            except Exception as exc:
+                raise InvalidItem(index, item, exc) from exc
+        raise
+
+
 def _many_keyed(st: State, batch: list[Any], completion: Completion | None) -> int:
     key = st.cfg.key
     assert key is not None
     mask = st.cfg.partitions - 1
+    partitions = partitions_of(key, mask, batch)  # before any capacity is taken
     runs: dict[int, tuple[deque[Any], list[Any]]] = {}
     signals: list[Any] = []
     k = 0
-    for item in batch:
-        p = hash(key(item)) & mask
+    for item, p in zip(batch, partitions, strict=True):
         try:
             token = st.takes[p]()
         except IndexError:

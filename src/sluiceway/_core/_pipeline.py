@@ -441,6 +441,14 @@ class Pipeline:
         """True once shutdown has begun."""
         return self._st.closed
 
+    @property
+    def accepting(self) -> bool:
+        """True while regular items can be admitted (what ``/readyz`` reports).
+
+        False once shutdown has begun, and while every breaker is open.
+        """
+        return not self._st.closed and not self._st.suspended
+
     def stats(self) -> Stats:
         """A frozen snapshot of the counters (cheap; nothing is counted per item)."""
         st = self._st
