@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ def test_a_failing_key_admits_nothing_of_the_call(recorder: Recorder, call: str)
     """A key that raises part-way raises InvalidItem and admits none of the call's items."""
     events: list[Any] = [{"user": i} for i in range(5)] + [{"nouser": 1}] + [{"user": 9}]
     with sw.Pipeline(recorder, shards=2, capacity=64, key=_key, max_delay=0.001) as p:
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "submit_many": lambda: p.submit_many(events),
             "submit_tracked": lambda: p.submit_tracked(events),
             "on_done": lambda: p.submit_many(events, on_done=lambda c: None),
