@@ -195,7 +195,7 @@ def ingest_app(
 
     async def readyz(request: Request) -> Response:
         p = state.get("pipeline")
-        ready = p is not None and not p.closed and not p._st.suspended
+        ready = p is not None and p.accepting
         return _json(200 if ready else 503, {"ready": ready})
 
     async def metrics(request: Request) -> Response:

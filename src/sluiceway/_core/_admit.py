@@ -9,33 +9,35 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import repeat
+from itertools import count, repeat
 from operator import call
 from typing import Any
 
 from .._errors import InvalidItem
+from ._claim import Scheduler
 from ._completion import Completion
 from ._priority import PriorityLane
 from ._shard import Chunk
-from ._signal import arrived
 from ._slots import SKIP
 from ._state import State
 
 __all__ = ["Submit", "SubmitMany", "make_submit", "make_submit_many", "submit_tracked"]
+
+_spread = count()  # round-robin start for tracked chunks (next() is atomic)
 
 Submit = Callable[..., bool]
 SubmitMany = Callable[..., int]
 
 
 def _refuse(st: State, count: int = 1) -> bool:
-    with st.count_lock:
-        st.refused += count
+    st.refuse(count)
     return False
 
 
-def make_submit(st: State, lane: PriorityLane) -> Submit:
+def make_submit(st: State, sched: Scheduler, lane: PriorityLane) -> Submit:
     """Build the per-item ``submit`` for this pipeline's shape (keyed or not)."""
-    parked = st.parked
+    parked = sched.parked
+    arrived = sched.arrived
     submit_priority = lane.submit
     if st.pool is not None:
         take = st.pool.take
@@ -49,7 +51,7 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
                 return _refuse(st)
             append(item)
             if parked:
-                arrived(st)
+                arrived()
             return True
 
         return submit
@@ -57,8 +59,7 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
     key = st.cfg.key
     assert key is not None
     mask = st.cfg.partitions - 1
-    parts = st.parts
-    appends = [q.append for q in parts]
+    appends = [part.queue.append for part in st.parts]
     takes = st.takes
 
     def submit_keyed(item: Any, priority: bool = False) -> bool:
@@ -76,15 +77,16 @@ def make_submit(st: State, lane: PriorityLane) -> Submit:
         if token is not None:
             token.check()
         if parked:
-            arrived(st)
+            arrived()
         return True
 
     return submit_keyed
 
 
-def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
+def make_submit_many(st: State, sched: Scheduler, lane: PriorityLane) -> SubmitMany:
     """Build ``submit_many``: the longest prefix that fits is admitted."""
-    parked = st.parked
+    parked = sched.parked
+    arrived = sched.arrived
     pool = st.pool
 
     def submit_many(
@@ -95,13 +97,13 @@ def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
     ) -> int:
         batch = items if isinstance(items, list) else list(items)
         if on_done is not None:
-            completion = submit_tracked(st, lane, batch, priority)
+            completion = submit_tracked(st, sched, batch, priority)
             completion.add_done_callback(on_done)
             return completion.accepted
         if priority:
-            return _many_priority(st, lane, batch, None)
+            return _many_priority(st, batch, None)
         if pool is None:
-            return _many_routed(st, batch, None)
+            return _many_routed(st, sched, batch, None)
         taken: list[Any] = []
         try:  # list.extend keeps what it got before the pool ran dry
             taken.extend(map(call, repeat(pool.take, len(batch))))
@@ -111,7 +113,7 @@ def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
         if k:
             deque(map(call, taken, batch), maxlen=0)
             if parked:
-                arrived(st)
+                arrived()
         if k < len(batch):
             _refuse(st, len(batch) - k)
         return k
@@ -119,19 +121,17 @@ def make_submit_many(st: State, lane: PriorityLane) -> SubmitMany:
     return submit_many
 
 
-def submit_tracked(st: State, lane: PriorityLane, batch: list[Any], priority: bool) -> Completion:
+def submit_tracked(st: State, sched: Scheduler, batch: list[Any], priority: bool) -> Completion:
     """Admit the longest prefix of ``batch`` and return a handle on its outcome."""
     completion = Completion()
     if priority:
-        _many_priority(st, lane, batch, completion)
+        _many_priority(st, batch, completion)
     else:
-        _many_routed(st, batch, completion)
+        _many_routed(st, sched, batch, completion)
     return completion
 
 
-def _many_priority(
-    st: State, lane: PriorityLane, batch: list[Any], completion: Completion | None
-) -> int:
+def _many_priority(st: State, batch: list[Any], completion: Completion | None) -> int:
     take = st.ptokens.take
     k = 0
     for _ in batch:
@@ -145,22 +145,23 @@ def _many_priority(
     now = st.now()
     st.pq.extend((item, now, completion) for item in batch[:k])
     if k < len(batch):
-        with st.count_lock:
-            st.prio_refused += len(batch) - k
+        st.refuse(len(batch) - k, priority=True)
     if k and st.prio_parked:
         st.prio_parked = False
         st.prio_waiter.wake()
     return k
 
 
-def _many_routed(st: State, batch: list[Any], completion: Completion | None) -> int:
+def _many_routed(
+    st: State, sched: Scheduler, batch: list[Any], completion: Completion | None
+) -> int:
     """Keyed or tracked submissions: route item by item, queue runs per destination."""
     if st.pool is not None:
         k = _many_tracked_unkeyed(st, batch, completion)
     else:
         k = _many_keyed(st, batch, completion)
-    if st.parked:
-        arrived(st)
+    if sched.parked:
+        sched.arrived()
     if k < len(batch):
         _refuse(st, len(batch) - k)
     return k
@@ -178,15 +179,14 @@ def _many_tracked_unkeyed(st: State, batch: list[Any], completion: Completion | 
     k = len(taken)
     completion._arm(k)
     if k:
-        with st.count_lock:  # counted before any SKIP lands, so the cutter filters them
-            st.skips += k
+        st.skips.add(k)  # counted before any SKIP lands, so the cutter filters them
         deque(map(call, taken, repeat(SKIP)), maxlen=0)
-        size = st.batch_size
+        size = st.cfg.batch_size
         shards = st.shards
+        spread = next(_spread)
         for i, start in enumerate(range(0, k, size)):
-            shard = shards[(st.spread + i) % len(shards)]
-            shard.add_chunk(shard.parts[0], Chunk(batch[start : min(start + size, k)], completion))
-        st.spread += 1
+            shard = shards[(spread + i) % len(shards)]
+            shard.parts[0].add_chunk(Chunk(batch[start : min(start + size, k)], completion))
     return k
 
 
@@ -208,30 +208,31 @@ def _many_keyed(st: State, batch: list[Any], completion: Completion | None) -> i
     assert key is not None
     mask = st.cfg.partitions - 1
     partitions = partitions_of(key, mask, batch)  # before any capacity is taken
-    runs: dict[int, tuple[deque[Any], list[Any]]] = {}
+    runs: dict[int, list[Any]] = {}
     signals: list[Any] = []
+    takes = st.takes
     k = 0
     for item, p in zip(batch, partitions, strict=True):
         try:
-            token = st.takes[p]()
+            token = takes[p]()
         except IndexError:
             break
         if token is not None:
             signals.append(token)
-        queue = st.parts[p]
-        run = runs.get(id(queue))
+        run = runs.get(p)
         if run is None:
-            runs[id(queue)] = (queue, [item])
+            runs[p] = [item]
         else:
-            run[1].append(item)
+            run.append(item)
         k += 1
     if completion is not None:
         completion._arm(k)
-    for queue, run_items in runs.values():
+    parts = st.parts
+    for p, run_items in runs.items():
         if completion is None:
-            queue.extend(run_items)
+            parts[p].queue.extend(run_items)
         else:
-            st.shard_of[id(queue)].add_chunk(queue, Chunk(run_items, completion))
+            parts[p].add_chunk(Chunk(run_items, completion))
     for token in signals:
         token.check()
     return k

@@ -34,6 +34,7 @@ class LoopHost:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Use the running loop, or start a private one."""
@@ -44,6 +45,11 @@ class LoopHost:
             return
         except RuntimeError:
             pass
+        self._start_private()
+
+    def _start_private(self) -> None:
+        import asyncio  # noqa: PLC0415 - only pipelines with async handlers pay for it
+
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -79,6 +85,24 @@ class LoopHost:
             return asyncio.run_coroutine_threadsafe(fn(arg), loop).result()
 
         return call
+
+    def run(self, awaitable: Any) -> Any:
+        """Await ``awaitable`` on the handlers' loop (started privately if there is none).
+
+        For a plain function that returned an awaitable; blocks the calling engine thread.
+        """
+        import asyncio  # noqa: PLC0415 - only pipelines whose handlers return awaitables
+
+        with self._lock:
+            if self.loop is None:
+                self._start_private()
+        loop = self.loop
+        assert loop is not None
+
+        async def wait() -> Any:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wait(), loop).result()
 
     def stop(self) -> None:
         """Stop the private loop, if this host started one."""

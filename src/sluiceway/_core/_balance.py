@@ -14,28 +14,31 @@ batch's own time is the latency) and a batch takes longer than ``max_delay``, ha
 (multiplicative decrease), so latency stays inside ``max_delay``. With deep queues the wait
 in the queue dominates, and bigger batches shorten it.
 
-**Work stealing.** The step compares shard backlogs and asks the most loaded shard to give
-work to the least loaded one; the donor's own worker does the move at its next batch
-boundary, so no lock is held while inspecting and none on the submit path. Unkeyed: whole
-filled batches move. Keyed: whole virtual partitions move with their queues (a partition
-never has items in the donor's handler at a batch boundary), so per-key order holds.
+**Work stealing.** The step compares shard backlogs and posts a request in the most
+loaded shard's ``plan``; the holder of the donor's lease carries it out at its next batch
+boundary and puts what it gives in the taker's ``inbox``, which only the taker's holder
+drains. No lock is held while inspecting and none on the submit path. Unkeyed: whole filled
+batches move. Keyed: whole virtual partitions move with their queues (a partition never has
+items in the donor's handler at a batch boundary), so per-key order holds.
+
+Ownership: the balancer alone replaces ``State.batch_sizes`` (an immutable tuple) and keeps
+its own flush tallies; it writes nothing of a shard but the ``plan`` mailbox.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
 
 from ._failure import Segment
-from ._shard import FLUSH_SIZE, FLUSH_TIME, Chunk, Shard
-from ._slots import SKIP
+from ._shard import FLUSH_SIZE, FLUSH_TIME, Part, Shard
 from ._state import State
 
-__all__ = ["Balancer", "give"]
+__all__ = ["Balancer", "give", "receive"]
 
 
 class Balancer:
-    """The periodic step: adapt the batch size, plan steals."""
+    """The periodic step: adapt the batch sizes, plan steals."""
 
     def __init__(
         self,
@@ -55,9 +58,10 @@ class Balancer:
         self.interval = interval
         self.next_at = 0.0
         self.lock = threading.Lock()
-        self.changes = 0  # how often the batch size moved
+        self.changes = 0  # how often a batch size moved
+        self.seen = [(0, 0)] * len(st.shards)  # size and time flushes at the last step
 
-    def maybe_step(self, now: float) -> None:
+    def maybe_step(self, now: float, healthy: Callable[[Shard], bool]) -> None:
         """Run a step if one is due and no other worker is running it."""
         if now < self.next_at or not self.lock.acquire(blocking=False):
             return
@@ -66,25 +70,25 @@ class Balancer:
             if self.adaptive:
                 self.adapt()
             if self.steal and not self.st.draining:
-                self.plan_steal()
+                self.plan_steal(healthy)
         finally:
             self.lock.release()
 
     def adapt(self) -> None:
         """Move each shard's batch size by the seed rule and the AIMD rule."""
-        for shard in self.st.shards:
-            new = self._next_size(shard)
-            if new != shard.batch_size:
-                shard.batch_size = new
-                self.changes += 1
+        sizes = self.st.batch_sizes
+        new = tuple(self._next_size(s, sizes[s.index]) for s in self.st.shards)
+        if new != sizes:
+            self.changes += sum(a != b for a, b in zip(new, sizes, strict=True))
+            self.st.batch_sizes = new
 
-    def _next_size(self, shard: Shard) -> int:
-        size = shard.batch_size
+    def _next_size(self, shard: Shard, size: int) -> int:
         sized, timed = shard.flushes[FLUSH_SIZE], shard.flushes[FLUSH_TIME]
-        d_sized, d_timed = sized - shard.flushes_seen[0], timed - shard.flushes_seen[1]
-        shard.flushes_seen = (sized, timed)
+        seen_sized, seen_timed = self.seen[shard.index]
+        d_sized, d_timed = sized - seen_sized, timed - seen_timed
+        self.seen[shard.index] = (sized, timed)
         flushed = d_sized + d_timed
-        fill = shard.backlog() / shard.capacity
+        fill = shard.backlog() / self.st.shard_capacity[shard.index]
         delay = self.st.cfg.max_delay
         ema = shard.batch_ema
         if fill > 0.8:
@@ -99,7 +103,7 @@ class Balancer:
             new = size
         return max(self.min_batch, min(self.max_batch, new))
 
-    def plan_steal(self) -> None:
+    def plan_steal(self, healthy: Callable[[Shard], bool]) -> None:
         """Ask the shard with the longest expected drain to give work to a fast idle one.
 
         A shard's expected drain time is its backlog times its measured time an item
@@ -107,113 +111,79 @@ class Balancer:
         chosen to take work while a faster one is idle.
         """
         st = self.st
-        now = st.now()
-        known = [s.batch_ema / s.batch_size for s in st.shards if s.batch_ema > 0]
+        sizes = st.batch_sizes
+        known = [s.batch_ema / sizes[s.index] for s in st.shards if s.batch_ema > 0]
         default = sum(known) / len(known) if known else 1.0
 
         def per_item(s: Shard) -> float:
-            return s.batch_ema / s.batch_size if s.batch_ema > 0 else default
-
-        def open_to_work(s: Shard) -> bool:
-            return s.breaker is None or s.breaker.allows(now)
+            return s.batch_ema / sizes[s.index] if s.batch_ema > 0 else default
 
         backlogs = {s.index: s.backlog() for s in st.shards}
         drains = [(backlogs[s.index] * per_item(s), s.index, s) for s in st.shards]
         donor_drain, _, donor = max(drains)
-        if backlogs[donor.index] < 2 * donor.batch_size:
+        if backlogs[donor.index] < 2 * sizes[donor.index]:
             return
         if st.cfg.key is not None and donor.pending:
             return  # its failed batch goes first; moving partitions could reorder keys
         idle = [
             (per_item(s), s.index, s)
             for _, _, s in drains
-            if s is not donor and open_to_work(s) and backlogs[s.index] < s.batch_size
+            if s is not donor and healthy(s) and backlogs[s.index] < sizes[s.index]
         ]
         if not idle:
             return
         _, _, taker = min(idle)
         if backlogs[taker.index] * per_item(taker) * 2 > donor_drain:
             return
-        donor.give = (taker, backlogs[donor.index] // 2)
+        donor.plan.append((taker, backlogs[donor.index] // 2))
 
 
 def give(st: State, donor: Shard) -> None:
-    """Carry out a planned steal; called by the donor's worker at a batch boundary."""
-    request = donor.give
-    donor.give = None
-    if request is None:
+    """Carry out a planned steal; called by the holder of the donor's lease."""
+    try:
+        taker, amount = donor.plan.popleft()
+    except IndexError:
         return
-    taker, amount = request
-    if st.cfg.key is not None and donor.pending:
-        return  # a failed batch waits on this shard: moving partitions could reorder keys
-    moved = (
-        _give_partitions(st, donor, taker, amount)
-        if st.cfg.key
-        else _give_slots(st, donor, taker, amount)
-    )
+    if st.cfg.key is not None:
+        if donor.pending:
+            return  # a failed batch waits on this shard: moving partitions could reorder keys
+        moved = _give_partitions(st, donor, taker, amount)
+    else:
+        assert donor.slots is not None
+        moved = 0
+        for items in donor.slots.take_complete(amount):
+            taker.inbox.append((Segment(items), True))
+            moved += len(items)
     if moved:
         donor.steals_out += 1
         donor.moved_out += moved
-        taker.steals_in += 1
-        taker.moved_in += moved
-        if taker.first_seen is None:
-            taker.first_seen = st.last_scan
-
-
-def _give_slots(st: State, donor: Shard, taker: Shard, amount: int) -> int:
-    """Unkeyed: hand over whole filled batches, oldest first (the donor keeps its last)."""
-    moved = 0
-    slots = donor.slots
-    while moved < amount and len(slots) > 1 and slots[0].complete():
-        slot = slots.popleft()
-        items = slot.items[slot.offset :]
-        if st.skips:
-            kept = [x for x in items if x is not SKIP]
-            if len(kept) != len(items):
-                with st.count_lock:
-                    st.skips -= len(items) - len(kept)
-            items = kept
-        if items:
-            taker.pending.appendleft(Segment(items, None, 0, [-1]))
-            moved += len(items)
-    return moved
 
 
 def _give_partitions(st: State, donor: Shard, taker: Shard, amount: int) -> int:
     """Keyed: move whole partitions, largest queue first, with their queues."""
     moved = 0
-    if len(donor.parts) < 2:
-        return 0
-    for queue in sorted(donor.parts, key=len, reverse=True):
-        if moved >= amount or len(donor.parts) < 2 or not queue:
+    for part in sorted(donor.parts, key=Part.depth, reverse=True):
+        if moved >= amount or len(donor.parts) < 2 or not part.queue:
             break
-        p = _partition_of(st, queue)
-        chunks, extra = _chunk_counts(queue)
-        with donor.lock, taker.lock:
-            donor.parts.remove(queue)
-            taker.parts.append(queue)
-            donor.chunks -= chunks
-            donor.chunk_extra -= extra
-            taker.chunks += chunks
-            taker.chunk_extra += extra
-        st.owner[p] = taker
-        st.takes[p] = taker.pool.take  # type: ignore[union-attr]
-        st.shard_of[id(queue)] = taker
-        moved += len(queue)
+        donor.parts.remove(part)
+        st.owner[part.index] = taker
+        st.takes[part.index] = taker.pool.take
+        moved += part.depth()
+        taker.inbox.append((part, True))
     return moved
 
 
-def _partition_of(st: State, queue: Any) -> int:
-    for p, q in enumerate(st.parts):
-        if q is queue:
-            return p
-    raise LookupError("queue is not a partition")  # pragma: no cover - internal invariant
-
-
-def _chunk_counts(queue: Any) -> tuple[int, int]:
-    chunks = extra = 0
-    for element in list(queue):  # a copy: producers may append meanwhile
-        if type(element) is Chunk:
-            chunks += 1
-            extra += len(element.items) - 1
-    return chunks, extra
+def receive(shard: Shard) -> None:
+    """The holder takes in what other threads handed its shard (steals and hand-offs)."""
+    inbox = shard.inbox
+    while inbox:
+        element, stolen = inbox.popleft()
+        if isinstance(element, Part):
+            shard.parts.append(element)
+            moved = element.depth()
+        else:
+            shard.pending.appendleft(element)
+            moved = len(element.items)
+        if stolen:
+            shard.steals_in += 1
+            shard.moved_in += moved

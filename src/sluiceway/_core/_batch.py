@@ -1,126 +1,99 @@
-"""Cutting a batch off a shard's queues.
+"""Cutting a batch off a shard's queues (by the holder of the shard's lease only).
 
-Only the worker holding the shard pops from the left of its queues, so a remainder chunk put
-back with ``appendleft`` stays at the head and per-key order holds. Producers only append
-on the right, which is atomic under the GIL; no lock is taken here for untracked items.
+Only the holder pops from the left of its queues, so a remainder chunk put back with
+``appendleft`` stays at the head and per-key order holds. Producers only append on the
+right, which is atomic under the GIL; no lock is taken here for untracked items.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from itertools import repeat
 from operator import call
 from typing import Any
 
 from ._completion import Completion
-from ._shard import Chunk, Shard
-from ._slots import SKIP
-from ._state import State
+from ._shard import Chunk, Part, Shard
 
-__all__ = ["Marks", "cut"]
+__all__ = ["Marks", "cut", "drain_all"]
 
 Marks = list[tuple[Completion, int]]
-"""Which tracked submissions own how many items of a batch."""
+"""Which tracked submissions own how many items of a batch, in order (run lengths)."""
 
 
-def cut(st: State, shard: Shard, limit: int) -> tuple[list[Any], Marks | None]:
+def cut(shard: Shard, limit: int) -> tuple[list[Any], Marks | None]:
     """Take the next batch: up to ``limit`` items, oldest first, with their completions."""
     slots = shard.slots
-    while slots:
-        head = slots[0]
-        items = head.items
-        n = len(items)
-        if n >= head.size:  # complete: hand over the very list the producers filled
-            slots.popleft()
-            batch = items if not head.offset else items[head.offset :]
-        elif n > head.offset:  # a partial flush: what is there now
-            batch = items[head.offset : n]
-            head.offset = n
-        else:
-            break
-        if st.skips:
-            batch = _unskip(st, batch)
+    if slots is not None:
+        batch = slots.cut(limit)
         if batch:
             return batch, None
     parts = shard.parts
     if len(parts) == 1:
         part = parts[0]
-        n = len(part)
-        if not shard.chunks:  # read after len(): a chunk counted in n is counted here too
-            n = min(n, limit)
-            return list(map(call, repeat(part.popleft, n))), None
-        return _cut_tracked(shard, (part,), limit)
-    if not shard.chunks:
-        return _cut_parts(shard, limit), None
-    return _cut_tracked(shard, _rotation(shard), limit)
+        n = len(part.queue)
+        if not part.chunks:  # read after len(): a chunk counted in n is counted here too
+            return list(map(call, repeat(part.queue.popleft, min(n, limit)))), None
+        return _cut_tracked(parts, limit)
+    rotation = _rotation(shard)
+    if not any(p.chunks for p in rotation):
+        return _cut_parts(rotation, limit), None
+    return _cut_tracked(rotation, limit)
 
 
-def _unskip(st: State, batch: list[Any]) -> list[Any]:
-    kept = [x for x in batch if x is not SKIP]
-    if len(kept) != len(batch):
-        with st.count_lock:
-            st.skips -= len(batch) - len(kept)
-    return kept
-
-
-def _rotation(shard: Shard) -> list[deque[Any]]:
-    """The shard's partitions starting at its cursor, which then moves on by one."""
+def _rotation(shard: Shard) -> list[Part]:
+    """The shard's partitions starting after the last one served (fairness among keys)."""
     parts = shard.parts
-    start = shard.cursor % len(parts)
-    shard.cursor = start + 1
+    start = shard.batches % len(parts)
     return parts[start:] + parts[:start]
 
 
-def _cut_parts(shard: Shard, limit: int) -> list[Any]:
+def _cut_parts(parts: list[Part], limit: int) -> list[Any]:
     items: list[Any] = []
     need = limit
-    for part in _rotation(shard):
-        n = len(part)
+    for part in parts:
+        n = len(part.queue)
         if not n:
             continue
         n = min(n, need)
-        items.extend(map(call, repeat(part.popleft, n)))
+        items.extend(map(call, repeat(part.queue.popleft, n)))
         need -= n
         if not need:
             break
     return items
 
 
-def _cut_tracked(
-    shard: Shard, parts: tuple[deque[Any], ...] | list[deque[Any]], limit: int
-) -> tuple[list[Any], Marks | None]:
+def _cut_tracked(parts: list[Part], limit: int) -> tuple[list[Any], Marks | None]:
     items: list[Any] = []
     marks: Marks = []
     for part in parts:
-        while part and len(items) < limit:
-            element = part.popleft()
+        queue = part.queue
+        chunks = extra = 0
+        while queue and len(items) < limit:
+            element = queue.popleft()
             if type(element) is not Chunk:
                 items.append(element)
                 continue
             room = limit - len(items)
             run = element.items
             if len(run) > room:
-                part.appendleft(Chunk(run[room:], element.completion))
-                with shard.lock:
-                    shard.chunk_extra -= room
+                queue.appendleft(Chunk(run[room:], element.completion))
+                extra += room
                 items.extend(run[:room])
                 marks.append((element.completion, room))
                 break
-            with shard.lock:
-                shard.chunks -= 1
-                shard.chunk_extra -= len(run) - 1
+            chunks += 1
+            extra += len(run) - 1
             items.extend(run)
             marks.append((element.completion, len(run)))
+        if chunks or extra:
+            part.took(chunks, extra)
         if len(items) >= limit:
             break
     return items, marks or None
 
 
-def drain_all(st: State, shard: Shard) -> tuple[list[Any], Marks | None]:
-    """Everything queued on the shard (used when shutdown gives up waiting)."""
-    items: list[Any] = []
-    while shard.slots:
-        slot = shard.slots.popleft()
-        items.extend(x for x in slot.items[slot.offset :] if x is not SKIP)
-    tracked, marks = _cut_tracked(shard, shard.parts, 1 << 62)
+def drain_all(shard: Shard) -> tuple[list[Any], Marks | None]:
+    """Everything queued on the shard (shutdown gave up waiting)."""
+    items = shard.slots.drain() if shard.slots is not None else []
+    tracked, marks = _cut_tracked(list(shard.parts), 1 << 62)
     return items + tracked, marks

@@ -1,119 +1,113 @@
-"""Outcomes: a batch is processed or its items are dead-lettered, exactly once.
+"""Outcomes: every item ends processed or dead-lettered, exactly once, through here.
 
-Exactly once even against shutdown: a batch in a handler sits in a one-element ``box``;
-whoever pops it first (the worker when the handler returns, or shutdown when its timeout
-expires) decides the batch's outcome, and the other leaves it alone.
+``processed`` and ``dead`` are the only places that count outcomes, give capacity back to
+the item's lane and settle tracked submissions. Exactly once even against shutdown: the
+handler-call helper (``_settle``) keeps each call's segment in a one-element box; whoever
+pops it first (the caller when the handler returns, or shutdown at its timeout) decides the
+outcome, and the other leaves it alone.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._records import DeadLetter, describe_error
-from ._batch import Marks
-from ._shard import Shard
-from ._slots import mint
-from ._state import State
+from ._completion import Completion
+from ._failure import Owners, Segment
+from ._sink import Sink
+
+if TYPE_CHECKING:
+    from ._shard import Shard
+    from ._state import State
 
 __all__ = ["Outcomes"]
 
-DeadLetterSink = Callable[[list[DeadLetter]], object]
-SINK_TRIES = 3
-BACKLOG_MAX = 1_000_000
-log = logging.getLogger("sluiceway")
-
 
 class Outcomes:
-    """Settles batches and priority items; owns the dead-letter sink."""
+    """Counts outcomes per lane, returns capacity, settles completions, files dead letters."""
 
-    def __init__(self, st: State, sink: DeadLetterSink) -> None:
+    def __init__(self, st: State, sink: Sink, wake_waiters: Callable[[], None]) -> None:
         self.st = st
         self.sink = sink
+        self.wake_waiters = wake_waiters  # room and idle waiters (see _claim.Scheduler)
+        n = len(st.shards)
         self.lock = threading.Lock()
-        self.backlog: list[DeadLetter] = []  # records the sink refused, kept to retry
-        self.overflow = 0  # records beyond BACKLOG_MAX while the sink kept failing
-        self.sink_errors = 0
-        self.by_reason: dict[str, int] = {}  # items dead-lettered, by reason
-        self.listeners: list[DeadLetterSink] = []  # told after the sink (integrations)
+        self.done = [0] * (n + 1)  # processed, by shard; the last entry is the priority lane
+        self.dead_by_lane = [0] * (n + 1)
+        self.by_reason: dict[str, int] = {}
 
-    def release(self, shard: Shard, count: int) -> None:
-        """Give ``count`` tokens back to the shard's lane and wake whoever waits on it."""
-        st = self.st
-        if st.pool is not None:
-            size = min(shard.batch_size, shard.capacity)
-            st.pool.give_back_minted(count, lambda n: mint(st, shard, n, size))
-        else:
-            assert shard.pool is not None
-            shard.pool.give_back(None, count, shard.signal)
-        if st.room_waiters or st.idle_waiters:
-            with st.count_lock:
-                st.wake_all(st.room_waiters)
-                st.wake_all(st.idle_waiters)
+    # -- counts (any thread) ------------------------------------------------------------------
+    def finished(self) -> int:
+        """Items (both lanes) processed or dead-lettered so far."""
+        with self.lock:
+            return sum(self.done) + sum(self.dead_by_lane)
 
-    def dead_batch(
-        self,
-        shard: Shard | None,
-        items: list[Any],
-        marks: Marks | None,
-        reason: str,
-        error: BaseException | None,
-        attempts: int,
+    def counts(self) -> tuple[list[int], list[int], dict[str, int]]:
+        """Processed and dead-lettered by lane, and dead-lettered by reason (a copy)."""
+        with self.lock:
+            return list(self.done), list(self.dead_by_lane), dict(self.by_reason)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def processed(self, shard: Shard | None, seg: Segment) -> None:
+        """Every item of ``seg`` was handled by a call that returned."""
+        n = len(seg.items)
+        lane = len(self.done) - 1 if shard is None else shard.index
+        with self.lock:
+            self.done[lane] += n
+        if seg.born is not None:
+            self.st.h_e2e.observe(self.st.now() - seg.born, n)
+        self._give_back(shard, n)
+        _settle(seg.owners, processed=True)
+
+    def dead(
+        self, shard: Shard | None, seg: Segment, reason: str, error: BaseException | None
     ) -> None:
-        """Dead-letter ``items`` of a shard's batch (or of the priority lane if shard is None)."""
+        """Dead-letter every item of ``seg`` with ``reason``."""
+        items = seg.items
+        n = len(items)
+        lane = len(self.done) - 1 if shard is None else shard.index
         etype, message, text = describe_error(error)
         stamp = time.time()
         index = None if shard is None else shard.index
+        calls = seg.calls
         records = [
-            DeadLetter(item, reason, etype, message, text, attempts, index, stamp) for item in items
+            DeadLetter(item, reason, etype, message, text, calls, index, stamp) for item in items
         ]
-        self.deliver(records)
-        for listener in self.listeners:
-            try:
-                listener(records)
-            except Exception:
-                log.exception("dead-letter listener failed")
         with self.lock:
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + len(items)
+            self.dead_by_lane[lane] += n
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self.sink.put(records)
+        self._give_back(shard, n)
+        _settle(seg.owners, processed=False)
+
+    def _give_back(self, shard: Shard | None, count: int) -> None:
+        st = self.st
         if shard is None:
-            with self.st.prio_lock:
-                self.st.prio_dead += len(items)
+            st.ptokens.give_back(None, count)
+        elif st.pool is not None:
+            slots = shard.slots
+            assert slots is not None
+            size = min(st.batch_sizes[shard.index], st.slot_max)
+            st.pool.give_back_minted(count, lambda n: slots.mint(n, size))
         else:
-            shard.dead += len(items)
-        if marks:
-            for completion, count in marks:
-                completion._settle(0, count)
+            shard.pool.give_back(None, count, shard.signal)
+        self.wake_waiters()
 
-    def deliver(self, records: list[DeadLetter]) -> None:
-        """Hand records to the sink, retrying it; as a last resort keep them in memory.
 
-        Records kept are tried again with the next delivery and reported by ``stats()`` and
-        the drain report (``undelivered``); past ``BACKLOG_MAX`` the oldest are counted in
-        ``overflow`` and logged, never dropped without a trace.
-        """
-        with self.lock:
-            if self.backlog:
-                records = self.backlog + records
-                self.backlog = []
-        for _ in range(SINK_TRIES):
-            try:
-                self.sink(records)
-            except Exception:  # noqa: BLE001 - a broken sink must not take the engine down
-                self.sink_errors += 1
-            else:
-                return
-        with self.lock:
-            self.backlog.extend(records)
-            excess = len(self.backlog) - BACKLOG_MAX
-            if excess > 0:
-                del self.backlog[:excess]
-                self.overflow += excess
-                log.error("dead-letter sink failing: %d records could not be kept", excess)
-
-    def undelivered(self) -> list[DeadLetter]:
-        """Records the sink has refused so far (kept in memory)."""
-        with self.lock:
-            return list(self.backlog)
+def _settle(owners: Owners, *, processed: bool) -> None:
+    """Tell each tracked submission how many of its items reached this outcome."""
+    if owners is None:
+        return
+    counts: dict[int, tuple[Completion, int]] = {}
+    for c in owners:
+        if c is not None:
+            prev = counts.get(id(c))
+            counts[id(c)] = (c, 1 if prev is None else prev[1] + 1)
+    for c, n in counts.values():
+        if processed:
+            c._settle(n, 0)
+        else:
+            c._settle(0, n)

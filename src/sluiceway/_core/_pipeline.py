@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -18,21 +19,24 @@ from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
 from ._aio import AsyncWaiter, LoopHost, is_async
 from ._balance import Balancer
+from ._claim import Scheduler, Signal, Waiter
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
-from ._failure import Failures
 from ._handle import Workers
 from ._histogram import HistogramSnapshot
 from ._outcome import Outcomes
 from ._priority import PriorityLane
-from ._signal import Signal
-from ._slots import SKIP, close_minting
-from ._state import State, Waiter
+from ._settle import Settle
+from ._sink import Sink
+from ._slots import SKIP
+from ._state import State
 from ._stop import abandon
 
 __all__ = ["Pipeline"]
 
 JOIN_GRACE = 1.0  # seconds to wait for threads after the drain, before calling them stuck
+SINK_GRACE = 10.0  # seconds the dead-letter sink gets after a drain to take its records
+log = logging.getLogger("sluiceway")
 
 
 class Pipeline:
@@ -132,7 +136,8 @@ class Pipeline:
         sink = self._memory if self._memory is not None else dead_letter
         assert sink is not None
         st = self._st = State(self._cfg, self._clock)
-        st.install_tokens(Signal)
+        sched = self._sched = Scheduler(st, breaker)
+        st.install(sched.batch_full, lambda shard: Signal(sched, shard))
         lo = min(16, self._cfg.batch_size) if min_batch is None else min_batch
         hi = max(256, self._cfg.batch_size) if max_batch is None else max_batch
         lo = check_positive_int("min_batch", lo)
@@ -149,10 +154,11 @@ class Pipeline:
             steal=bool(steal),
             interval=interval,
         )
-        self._outcomes = Outcomes(st, sink)
-        self._failures = Failures(st, self._outcomes, retry, breaker)
-        self._lane = PriorityLane(st, self._outcomes, retry)
-        self._workers = Workers(st, self._outcomes, self._lane, self._failures, self._balancer)
+        self._sink = Sink(sink)
+        self._outcomes = Outcomes(st, self._sink, sched.wake_waiters)
+        self._settle = Settle(self._outcomes, retry, self._host)
+        self._lane = PriorityLane(st, self._settle)
+        self._workers = Workers(st, sched, self._settle, self._lane, self._balancer)
         self._lifecycle = threading.Lock()
         self._started = False
         self._report: DrainReport | None = None
@@ -160,8 +166,8 @@ class Pipeline:
         self._saved_gc: tuple[int, ...] | None = None
         # The hot paths are closures specialised for this pipeline's shape; they shadow
         # the documented methods below on the instance.
-        self.submit = make_submit(st, self._lane)  # type: ignore[method-assign]
-        self.submit_many = make_submit_many(st, self._lane)  # type: ignore[method-assign]
+        self.submit = make_submit(st, sched, self._lane)  # type: ignore[method-assign]
+        self.submit_many = make_submit_many(st, sched, self._lane)  # type: ignore[method-assign]
 
     # -- admission -------------------------------------------------------------------------
     def submit(self, item: Any, priority: bool = False) -> bool:
@@ -190,7 +196,7 @@ class Pipeline:
     def submit_tracked(self, items: Iterable[Any], priority: bool = False) -> Completion:
         """Like ``submit_many``, returning a :class:`Completion` handle to wait on."""
         batch = items if isinstance(items, list) else list(items)
-        return submit_tracked(self._st, self._lane, batch, priority)
+        return submit_tracked(self._st, self._sched, batch, priority)
 
     def put(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
         """Admit ``item``, waiting for room if needed (without spinning).
@@ -204,20 +210,23 @@ class Pipeline:
         st = self._st
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         deadline = None if wait_for is None else st.now() + wait_for
+        sched = self._sched
         while True:
             if st.closed:
                 raise Closed("the pipeline is shutting down")
             waiter = Waiter()
-            with st.count_lock:
-                st.room_waiters.append(waiter)
-            if self.submit(item, priority):
-                return
-            if st.closed:
-                raise Closed("the pipeline is shutting down")
-            remaining = None if deadline is None else deadline - st.now()
-            if remaining is not None and remaining <= 0:
-                raise Full("priority" if priority else "regular", wait_for or 0.0)
-            self._clock.wait(waiter.lock, remaining)
+            sched.add_waiter(sched.room_waiters, waiter)
+            try:
+                if self.submit(item, priority):
+                    return
+                if st.closed:
+                    raise Closed("the pipeline is shutting down")
+                remaining = None if deadline is None else deadline - st.now()
+                if remaining is not None and remaining <= 0:
+                    raise Full("priority" if priority else "regular", wait_for or 0.0)
+                self._clock.wait(waiter.lock, remaining)
+            finally:
+                sched.remove_waiter(sched.room_waiters, waiter)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
@@ -240,90 +249,123 @@ class Pipeline:
 
     def flush(self) -> None:
         """Hand every partial batch to the handler now, without waiting for ``max_delay``."""
-        for shard in self._st.shards:
-            if shard.depth():
-                shard.flush_requested = True
-        self._workers.wake_all()
+        self._sched.ask_flush()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every item accepted so far has an outcome; False on timeout.
 
-        Partial batches still wait for ``max_delay`` (or call ``flush()`` first).
+        Partial batches still wait for ``max_delay`` (or call ``flush()`` first). Dead
+        letters have reached the sink (or are kept in memory after it failed) on return.
         """
         st = self._st
+        sched = self._sched
+        finished = self._outcomes.finished
         target = st.accepted()
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         deadline = None if wait_for is None else st.now() + wait_for
-        while st.finished() < target:
+        while finished() < target:
             waiter = Waiter()
-            with st.count_lock:
-                st.idle_waiters.append(waiter)
-            if st.finished() >= target:
-                break
-            remaining = None if deadline is None else deadline - st.now()
-            if remaining is not None and remaining <= 0:
-                return False
-            self._clock.wait(waiter.lock, remaining)
-        return True
+            sched.add_waiter(sched.idle_waiters, waiter)
+            try:
+                if finished() >= target:
+                    break
+                remaining = None if deadline is None else deadline - st.now()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._clock.wait(waiter.lock, remaining)
+            finally:
+                sched.remove_waiter(sched.idle_waiters, waiter)
+        remaining = None if deadline is None else max(0.0, deadline - st.now())
+        return self._sink.wait_idle(remaining)
 
     def shutdown(self, timeout: float | None = None) -> DrainReport:
         """Refuse new items at once, drain every accepted one, stop the threads.
 
         Items still unfinished after ``timeout`` seconds are dead-lettered with reason
-        ``"shutdown-timeout"``. Safe to call more than once: later calls return the first
-        report.
+        ``"shutdown-timeout"`` (an item whose handler call returns after that stays
+        dead-lettered). Safe to call more than once and from several threads: each call
+        waits at most its own ``timeout``, and all return the same report.
         """
         wait_for = check_seconds("timeout", timeout, allow_none=True)
-        if self._report is None:
-            self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
+        if self._report is not None:
+            return self._report
+        self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
+        self._close()
+        drained = self.wait_idle(wait_for)
         with self._lifecycle:
             if self._report is not None:
                 return self._report
             st = self._st
-            st.closed = True
-            if st.pool is not None:
-                cleared = st.pool.close(lambda: _close_minting(st))
+            accepted = st.accepted()
+            unfinished = 0
+            if not drained:
+                unfinished = abandon(st, self._sched, self._settle, self._lane, self._outcomes)
+                log.warning(
+                    "shutdown timed out after %ss: %d unfinished items dead-lettered",
+                    wait_for,
+                    unfinished,
+                    extra={"unfinished": unfinished},
+                )
+            self._sched.stop()
+            stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
+            if stuck:
+                log.error(
+                    "%d engine threads are stuck in a handler call and were left behind",
+                    stuck,
+                    extra={"stuck_threads": stuck},
+                )
             else:
-                cleared = [t for pool in st.pools() for t in pool.close()]
-            if st.pool is not None and cleared:  # unkeyed: fill their slots with SKIP
-                with st.count_lock:
-                    st.skips += len(cleared)
-                for token in cleared:
-                    token(SKIP)  # type: ignore[operator]
+                self._host.stop()
+            self._sink.stop(SINK_GRACE if drained else 0.1)
+            self._restore_tuning()
+            done, dead, _ = self._outcomes.counts()
+            self._report = DrainReport(
+                accepted=accepted,
+                processed=sum(done),
+                dead_lettered=sum(dead),
+                unfinished=unfinished,
+                timed_out=not drained,
+                stuck_threads=stuck,
+                undelivered=len(self._sink.undelivered()) + self._sink.overflow,
+            )
+            return self._report
+
+    def _restore_tuning(self) -> None:
+        if self._saved_interval is not None:
+            sys.setswitchinterval(self._saved_interval)
+        if self._saved_gc is not None:
+            gc.set_threshold(*self._saved_gc)
+
+    def _close_slots(self) -> None:
+        for shard in self._st.shards:
+            if shard.slots is not None:
+                shard.slots.close()
+
+    def _close(self) -> None:
+        """Begin shutting down (once): refuse, make partial batches due, wake everyone."""
+        with self._lifecycle:
+            st = self._st
+            if st.closed:
+                return
+            st.closed = True
+            self._sched.drain()  # before the pools close: cuts from here on are shutdown's
+            if st.pool is not None:
+                cleared = st.pool.close(self._close_slots)
+                if cleared:  # unkeyed: their slots are complete with SKIP in their place
+                    st.skips.add(len(cleared))
+                    for token in cleared:
+                        token(SKIP)  # type: ignore[operator]
+            else:
+                for pool in st.pools():
+                    pool.close()
             st.ptokens.close()
-            st.draining = True
-            with st.count_lock:
-                st.wake_all(st.room_waiters)
+            self._sched.wake_waiters()
             if not self._started:
                 self._started = True
                 if self._uses_loop:
                     self._host.start()
                 self._workers.start()
-            self._workers.wake_all()
-            accepted = st.accepted()
-            drained = self.wait_idle(wait_for)
-            unfinished = 0 if drained else abandon(st, self._outcomes, self._lane)
-            st.stopping = True
-            self._workers.wake_all()
-            stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
-            if not stuck:
-                self._host.stop()
-            if self._saved_interval is not None:
-                sys.setswitchinterval(self._saved_interval)
-            if self._saved_gc is not None:
-                gc.set_threshold(*self._saved_gc)
-            processed = st.prio_done + sum(s.processed for s in st.shards)
-            dead = st.prio_dead + sum(s.dead for s in st.shards)
-            self._report = DrainReport(
-                accepted=accepted,
-                processed=processed,
-                dead_lettered=dead,
-                unfinished=unfinished,
-                timed_out=not drained,
-                stuck_threads=stuck,
-                undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
-            )
-            return self._report
+            self._sched.wake_all()
 
     def _not_on_loop(self, what: str, instead: str) -> None:
         if self._uses_loop and self._host.on_loop_thread():
@@ -345,23 +387,26 @@ class Pipeline:
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         loop = asyncio.get_running_loop()
         deadline = None if wait_for is None else loop.time() + wait_for
+        sched = self._sched
         while True:
             if st.closed:
                 raise Closed("the pipeline is shutting down")
             waiter = AsyncWaiter(loop)
-            with st.count_lock:
-                st.room_waiters.append(waiter)  # type: ignore[arg-type]
-            if self.submit(item, priority):
-                return
-            if st.closed:
-                raise Closed("the pipeline is shutting down")
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise Full("priority" if priority else "regular", wait_for or 0.0)
+            sched.add_waiter(sched.room_waiters, waiter)
             try:
-                await asyncio.wait_for(waiter.future, remaining)
-            except TimeoutError:
-                pass
+                if self.submit(item, priority):
+                    return
+                if st.closed:
+                    raise Closed("the pipeline is shutting down")
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise Full("priority" if priority else "regular", wait_for or 0.0)
+                try:
+                    await asyncio.wait_for(waiter.future, remaining)
+                except TimeoutError:
+                    pass
+            finally:
+                sched.remove_waiter(sched.room_waiters, waiter)
 
     async def ashutdown(self, timeout: float | None = None) -> DrainReport:
         """``shutdown`` without blocking the event loop (async handlers keep running)."""
@@ -407,7 +452,7 @@ class Pipeline:
 
     def undelivered_dead_letters(self) -> list[DeadLetter]:
         """Dead letters the ``dead_letter`` sink kept refusing, held in memory meanwhile."""
-        return self._outcomes.undelivered()
+        return self._sink.undelivered()
 
     def histograms(self) -> dict[str, HistogramSnapshot]:
         """Latency and duration histograms (seconds), for the Prometheus collector.
@@ -429,12 +474,11 @@ class Pipeline:
 
         Integrations use it: the NATS worker forwards dead letters to a dead-letter stream.
         """
-        self._outcomes.listeners.append(listener)
+        self._sink.listeners.append(listener)
 
     def dead_lettered_by_reason(self) -> dict[str, int]:
         """Items dead-lettered so far, by reason."""
-        with self._outcomes.lock:
-            return dict(self._outcomes.by_reason)
+        return self._outcomes.counts()[2]
 
     @property
     def closed(self) -> bool:
@@ -447,24 +491,29 @@ class Pipeline:
 
         False once shutdown has begun, and while every breaker is open.
         """
-        return not self._st.closed and not self._st.suspended
+        return not self._st.closed and not self._sched.suspended
 
     def stats(self) -> Stats:
         """A frozen snapshot of the counters (cheap; nothing is counted per item)."""
         st = self._st
         cfg = self._cfg
+        sched = self._sched
         now = st.now()
+        # Tokens out first: a consistent count of items without an outcome (<= capacity).
+        in_flight = st.in_flight() + st.ptokens.out()
+        done, dead, _ = self._outcomes.counts()
+        sizes = st.batch_sizes
         shards = tuple(
             ShardStats(
                 s.index,
-                s.backlog() + sum(len(seg.items) for seg in list(s.pending)),
-                s.capacity,
-                s.processed,
-                s.dead,
+                s.backlog() + s.retrying(),
+                st.shard_capacity[s.index],
+                done[s.index],
+                dead[s.index],
                 s.batches,
-                s.busy,
-                "closed" if s.breaker is None else s.breaker.state(now),
-                s.batch_size,
+                sched.busy[s.index],
+                sched.breaker_state(s.index, now),
+                sizes[s.index],
                 s.steals_out,
                 s.moved_out,
                 s.steals_in,
@@ -475,38 +524,32 @@ class Pipeline:
         flushes = [0, 0, 0, 0]
         for s in st.shards:
             flushes = [a + b for a, b in zip(flushes, s.flushes, strict=True)]
-        processed = st.prio_done + sum(s.processed for s in shards)
-        dead = st.prio_dead + sum(s.dead_lettered for s in shards)
         prio_accepted = st.ptokens.granted()
-        accepted = st.accepted_regular() + prio_accepted
+        accepted = sum(p.granted() for p in st.pools()) + prio_accepted
         p50, p99 = _percentiles(list(st.latencies))
+        emas = [s.batch_ema for s in st.shards if s.batch_ema > 0]
         return Stats(
             accepted=accepted,
             refused=st.refused + st.prio_refused,
-            processed=processed,
-            dead_lettered=dead,
-            in_flight=max(0, accepted - processed - dead),
+            processed=sum(done),
+            dead_lettered=sum(dead),
+            in_flight=in_flight,
             priority_accepted=prio_accepted,
             priority_refused=st.prio_refused,
             priority_depth=len(st.pq),
             priority_capacity=cfg.priority_capacity,
             capacity=cfg.capacity,
-            batch_size=round(sum(s.batch_size for s in st.shards) / len(st.shards)),
-            batch_time_ema=st.batch_ema,
+            batch_size=round(sum(sizes) / len(sizes)),
+            batch_time_ema=sum(emas) / len(emas) if emas else 0.0,
             flushes=Stats.flush_map(flushes),
             priority_latency_p50=p50,
             priority_latency_p99=p99,
             shards=shards,
             closed=st.closed,
-            retries=self._failures.retries,
+            retries=self._settle.retries,
             batch_size_changes=self._balancer.changes,
-            dead_letters_undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
+            dead_letters_undelivered=len(self._sink.undelivered()) + self._sink.overflow,
         )
-
-
-def _close_minting(st: State) -> None:
-    for shard in st.shards:
-        close_minting(shard)
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None]:

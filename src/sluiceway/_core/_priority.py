@@ -4,9 +4,12 @@ Priority items never wait behind regular batches: a dedicated thread serves them
 worker also serves pending priority items before it starts its next batch, so whichever
 thread holds the GIL next picks them up. The dedicated thread is woken only when no worker
 is awake between batches (one that is serves the item before its next batch, which is
-sooner than a woken thread could get the GIL); waking it for every priority item would cost
-a thread switch each. Under a saturating load the remaining wait is the
-interpreter's thread switch interval (5 ms by default; see ``Pipeline(switch_interval=)``).
+sooner than a woken thread could get the GIL). Under a saturating load the remaining wait
+is the interpreter's thread switch interval (5 ms by default; see
+``Pipeline(switch_interval=)``).
+
+Calls and retries go through ``_settle`` like every other handler call, so a retry that is
+running when shutdown gives up is dead-lettered like any batch in a handler.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import heapq
 import threading
 from typing import Any
 
-from .._policy import Retry
-from ._outcome import Outcomes
+from ._failure import Segment
+from ._settle import ABANDONED, Settle
 from ._state import State
 
 __all__ = ["PriorityLane"]
@@ -25,11 +28,10 @@ __all__ = ["PriorityLane"]
 class PriorityLane:
     """Admission and service of priority items."""
 
-    def __init__(self, st: State, outcomes: Outcomes, retry: Retry | None = None) -> None:
+    def __init__(self, st: State, settle: Settle) -> None:
         self.st = st
-        self.outcomes = outcomes
-        self.retry = retry
-        self.retries: list[tuple[float, int, tuple[Any, float, Any], int]] = []  # a heap
+        self.settle = settle
+        self.retries: list[tuple[float, int, Segment]] = []  # a heap by due time
         self.retry_lock = threading.Lock()
         self.seq = 0
         cfg = st.cfg
@@ -42,8 +44,6 @@ class PriorityLane:
                 return batch_handler([item])
 
             self.handle = handle
-        self.boxes: set[int] = set()
-        self.inflight: dict[int, list[tuple[Any, float, Any]]] = {}
 
     def submit(self, item: Any) -> bool:
         """Admit one priority item, or refuse it at once."""
@@ -51,8 +51,7 @@ class PriorityLane:
         try:
             st.ptokens.take()
         except IndexError:
-            with st.count_lock:
-                st.prio_refused += 1
+            st.refuse(1, priority=True)
             return False
         st.pq.append((item, st.now(), None))
         if st.prio_parked and (st.io_bound or 1 not in st.ready):
@@ -67,33 +66,31 @@ class PriorityLane:
         st = self.st
         pop = st.pq.popleft
         now = st.now
-        handle = self.handle
         latencies = st.latencies
-        inflight = self.inflight
         while True:
             try:
-                entry = pop()
+                item, submitted, completion = pop()
             except IndexError:
                 return
-            item, submitted, _ = entry
             start = now()
             latencies.append(start - submitted)
             st.h_priority.observe(start - submitted)
-            box = [entry]
-            key = id(box)
-            inflight[key] = box
-            try:
-                handle(item)
-            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
-                error: BaseException | None = exc
-            else:
-                error = None
-            del inflight[key]
-            try:
-                box.pop()
-            except IndexError:  # shutdown already dead-lettered it
-                continue
-            self.settle(entry, error, 1)
+            self._run(Segment([item], None if completion is None else [completion]))
+
+    def _run(self, seg: Segment) -> None:
+        error = self.settle.call(self.handle, seg.items[0], None, seg)
+        if error is ABANDONED:
+            return
+        again = self.settle.settle(None, seg, error, self.st.now())
+        if again:
+            with self.retry_lock:
+                for piece in again:
+                    self.seq += 1
+                    heapq.heappush(self.retries, (piece.not_before, self.seq, piece))
+            st = self.st
+            if st.prio_parked:
+                st.prio_parked = False
+                st.prio_waiter.wake()  # its sleep must now end at the retry's due time
 
     def _serve_retries(self) -> None:
         now = self.st.now()
@@ -101,52 +98,19 @@ class PriorityLane:
             with self.retry_lock:
                 if not self.retries or self.retries[0][0] > now:
                     return
-                _, _, entry, calls = heapq.heappop(self.retries)
-            try:
-                self.handle(entry[0])
-            except BaseException as exc:  # noqa: BLE001 - a failing handler is an outcome, not a crash
-                self.settle(entry, exc, calls + 1)
-            else:
-                self.settle(entry, None, calls + 1)
+                _, _, seg = heapq.heappop(self.retries)
+            self._run(seg)
 
     def next_retry(self) -> float | None:
         """When the earliest priority retry is due, if any."""
         with self.retry_lock:
             return self.retries[0][0] if self.retries else None
 
-    def settle(
-        self, entry: tuple[Any, float, Any], error: BaseException | None, calls: int
-    ) -> None:
-        """Record one priority item's outcome (or schedule its retry); give its token back."""
-        st = self.st
-        item, _, completion = entry
-        retry = self.retry
-        if error is None:
-            with st.prio_lock:
-                st.prio_done += 1
-            if completion is not None:
-                completion._settle(1, 0)
-        elif retry is not None and retry.retryable(error) and calls < retry.attempts:
-            with self.retry_lock:
-                self.seq += 1
-                due = st.now() + retry.delay(calls)
-                heapq.heappush(self.retries, (due, self.seq, entry, calls))
-            if st.prio_parked:
-                st.prio_parked = False
-                st.prio_waiter.wake()  # its sleep must now end at the retry's due time
-            return
-        else:
-            if retry is None:
-                reason = "handler-error"
-            else:
-                reason = "retries-exhausted" if retry.retryable(error) else "permanent"
-            marks = None if completion is None else [(completion, 1)]
-            self.outcomes.dead_batch(None, [item], marks, reason, error, attempts=calls)
-        st.ptokens.give_back(None, 1)
-        if st.room_waiters or st.idle_waiters:
-            with st.count_lock:
-                st.wake_all(st.room_waiters)
-                st.wake_all(st.idle_waiters)
+    def take_retries(self) -> list[Segment]:
+        """Every retry waiting (shutdown gave up waiting)."""
+        with self.retry_lock:
+            taken, self.retries = self.retries, []
+        return [seg for _, _, seg in taken]
 
     def run_thread(self) -> None:
         """The lane's own thread: serve, then sleep until a priority item arrives."""

@@ -1,4 +1,10 @@
-"""The state every engine module shares: shards, token pools, sleeping threads, counters."""
+"""What the engine's modules share: settings, shards, routing, token pools, the priority queue.
+
+Each field names its owner (docs/design.md has the table). Fields written on the hot path
+are written with single atomic operations (``deque.append``/``popleft``, ``list`` item
+assignment); counters that several threads add to are behind ``count_lock`` and are
+touched once a call or once a batch, never once an item.
+"""
 
 from __future__ import annotations
 
@@ -9,177 +15,107 @@ from itertools import chain, repeat, zip_longest
 from typing import Any
 
 from .._clock import Clock
+from ._claim import Waiter
 from ._config import Config
 from ._histogram import Histogram
-from ._shard import Shard
-from ._slots import mint
+from ._shard import Part, Shard
+from ._slots import Skips, Slots
 from ._tokens import TokenPool
 
-__all__ = ["State", "Waiter", "wake_bench", "wake_role"]
+__all__ = ["State"]
 
 LATENCY_WINDOW = 8192  # priority latencies kept for percentiles
 
 
-class Waiter:
-    """A sleeping thread's wake-up lock: held while nobody has woken it."""
-
-    __slots__ = ("lock", "timed")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.timed = False
-
-    def wake(self) -> None:
-        """Release the sleeper (a second release before it sleeps again is harmless)."""
-        try:
-            self.lock.release()
-        except RuntimeError:
-            pass
-
-
 class State:
-    """Everything the admission, batching, handling and outcome code reads and writes."""
+    """The pipeline's shared structures (not its policies: those are in their modules)."""
 
     def __init__(self, cfg: Config, clock: Clock) -> None:
         self.cfg = cfg
         self.clock = clock
         self.now = clock.now
-        self.batch_size = cfg.batch_size
-        self.shards = [
-            Shard(i, c, cfg.batch_size) for i, c in enumerate(_split(cfg.capacity, cfg.shards))
-        ]
-        self.shard_of: dict[int, Shard] = {}  # id(queue) -> the shard serving it
-        self.parts: list[deque[Any]] = []
+        n = cfg.shards
+        self.shards = [Shard(i) for i in range(n)]
+        self.shard_capacity = _split(cfg.capacity, n)
+        self.slot_max = max(1, cfg.capacity // n)  # no slot outgrows a shard's share
+        # Batch size per shard: an immutable tuple the Balancer replaces (its only writer).
+        self.batch_sizes: tuple[int, ...] = (cfg.batch_size,) * n
+        self.skips = Skips()
+        # Keyed routing: partition -> its queue, its owner shard and the owner's token pop.
+        # Entry p changes only when the holder of owner[p] hands the partition over.
+        self.parts: list[Part] = []
         self.owner: list[Shard] = []
-        self.takes: list[Any] = []  # keyed: partition -> its owner's token pop
-        if cfg.key is None:
-            for shard in self.shards:  # tracked submissions' chunks; items go into slots
-                queue: deque[Any] = deque()
-                shard.parts.append(queue)
-                self.shard_of[id(queue)] = shard
-            self.pool: TokenPool | None = None  # filled in by install_tokens()
-        else:
-            self.pool = None
-            for p in range(cfg.partitions):
-                owner = self.shards[p % cfg.shards]
-                queue = deque()
-                owner.parts.append(queue)
-                self.parts.append(queue)
-                self.owner.append(owner)
-                self.shard_of[id(queue)] = owner
+        self.takes: list[Callable[[], Any]] = []
+        self.pool: TokenPool | None = None  # unkeyed: one pool of slot tokens
 
         self.pq: deque[tuple[Any, float, Any]] = deque()
         self.ptokens = TokenPool(repeat(None, cfg.priority_capacity))
-        self.prio_waiter = Waiter()
+        self.prio_waiter = Waiter()  # the priority thread sleeps on it
         self.prio_parked = False
-        self.prio_done = 0
-        self.prio_dead = 0
-        self.prio_lock = threading.Lock()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.h_priority = Histogram()  # submit to priority handler start
         self.h_batch = Histogram()  # handler call duration (sampled calls)
         self.h_e2e = Histogram()  # regular items: oldest item first seen to batch done
-
-        # Sleeping workers, by role (see _signal). Producers test ``parked`` (truthiness,
-        # no lock) after each append: it holds the listener, if one sleeps.
-        self.parked: deque[Waiter] = deque()
-        self.timekeeper: Waiter | None = None
-        self.bench: deque[Waiter] = deque()
-        self.park_lock = threading.Lock()
-        self.last_scan = 0.0  # arrivals after this were not seen by any scan or stamp
         # ready[i] is 1 while worker i is awake and between batches: it will serve pending
         # priority items before its next batch, so the priority thread need not be woken.
         self.ready = [0] * cfg.workers
         self.io_bound = False  # until measured: helpers that only take turns cost throughput
-
-        self.count_lock = threading.Lock()
-        self.spread = 0  # round-robin start for tracked chunks
-        self.skips = 0  # SKIP markers in slots not yet filtered out (see _slots)
-        self.refused = 0
-        self.prio_refused = 0
-        self.batch_ema = 0.0
-
-        self.suspended = False  # every breaker open: pools withhold their tokens
+        # Lifecycle, each set once by shutdown: closed (refuse), draining (cut partial
+        # batches), stopping (threads leave); draining and stopping through the Scheduler.
         self.closed = False
         self.draining = False
         self.stopping = False
-        self.idle_waiters: list[Waiter] = []
-        self.room_waiters: list[Waiter] = []
+        self.count_lock = threading.Lock()
+        self.refused = 0
+        self.prio_refused = 0
 
-    def install_tokens(self, signal: Callable[[State, Shard, deque[Any] | None], object]) -> None:
-        """Fill the token pools: capacity per shard, with a signal token per batch's worth."""
-        size = self.batch_size
-        if self.cfg.key is None:
+    def install(self, full: Callable[[], None], signal: Callable[[Shard], object]) -> None:
+        """Create the queues and token pools: capacity per shard, a wake-up per batch."""
+        cfg = self.cfg
+        size = cfg.batch_size
+        if cfg.key is None:
+            per_shard = []
+            for shard, cap in zip(self.shards, self.shard_capacity, strict=True):
+                shard.parts.append(Part(shard.index))  # tracked submissions' chunks
+                shard.slots = Slots(self.skips, full)
+                per_shard.append(shard.slots.mint(cap, min(size, cap)))
             # Interleaved, so that the first items spread round-robin over the shards.
-            per_shard = [mint(self, s, s.capacity, min(size, s.capacity)) for s in self.shards]
             self.pool = TokenPool(_interleave(per_shard))
-        else:
-            for shard in self.shards:
-                shard.signal = signal(self, shard, None)
-                shard.pool = TokenPool(_pattern(shard, size))
-            self.takes[:] = [owner.pool.take for owner in self.owner]  # type: ignore[union-attr]
-
-    def wake_timekeeper(self) -> None:
-        """A batch is full: wake the worker sleeping on the clock, if one is."""
-        with self.park_lock:
-            wake_role(self)
+            return
+        for p in range(cfg.partitions):
+            owner = self.shards[p % cfg.shards]
+            part = Part(p)
+            owner.parts.append(part)
+            self.parts.append(part)
+            self.owner.append(owner)
+        for shard, cap in zip(self.shards, self.shard_capacity, strict=True):
+            shard.signal = signal(shard)
+            shard.pool = TokenPool(
+                shard.signal if i % size == size - 1 else None for i in range(cap)
+            )
+        self.takes = [owner.pool.take for owner in self.owner]
 
     def pools(self) -> list[TokenPool]:
         """The regular lane's token pools (one, or one a shard when keyed)."""
         if self.pool is not None:
             return [self.pool]
-        return [s.pool for s in self.shards if isinstance(s.pool, TokenPool)]
-
-    def accepted_regular(self) -> int:
-        """Regular items admitted so far, derived from the tokens out."""
-        return sum(p.granted() for p in self.pools())
-
-    def finished(self) -> int:
-        """Items (both lanes) processed or dead-lettered so far."""
-        done = self.prio_done + self.prio_dead
-        for s in self.shards:
-            done += s.processed + s.dead
-        return done
+        return [s.pool for s in self.shards]
 
     def accepted(self) -> int:
-        """Items (both lanes) admitted so far."""
-        return self.accepted_regular() + self.ptokens.granted()
+        """Items (both lanes) admitted so far, derived from the tokens out."""
+        return sum(p.granted() for p in self.pools()) + self.ptokens.granted()
 
-    def wake_all(self, waiters: list[Waiter]) -> None:
-        """Wake and forget every thread in ``waiters`` (idle or room waiters)."""
-        if waiters:
-            woken = waiters[:]
-            del waiters[:]
-            for w in woken:
-                w.wake()
+    def in_flight(self) -> int:
+        """Regular items admitted without an outcome yet (at most ``capacity``)."""
+        return sum(p.out() for p in self.pools())
 
-
-def wake_role(st: State) -> bool:
-    """Wake the timekeeper, else the listener (see ``_signal``). Hold ``st.park_lock``."""
-    waiter = st.timekeeper
-    if waiter is not None:
-        st.timekeeper = None
-    elif st.parked:
-        waiter = st.parked.popleft()
-        st.last_scan = st.now()  # from here on arrivals are not stamped: scans must cover them
-    else:
-        return False
-    waiter.wake()
-    return True
-
-
-def wake_bench(st: State) -> bool:
-    """Wake one benched worker. Call with ``st.park_lock`` held."""
-    if not st.bench:
-        return False
-    st.bench.popleft().wake()
-    return True
-
-
-def _pattern(shard: Shard, size: int) -> list[Any]:
-    """``shard.capacity`` tokens, every ``size``-th of them the shard's signal."""
-    return [shard.signal if i % size == size - 1 else shard.token for i in range(shard.capacity)]
+    def refuse(self, count: int, *, priority: bool = False) -> None:
+        """Count refused items (once a call)."""
+        with self.count_lock:
+            if priority:
+                self.prio_refused += count
+            else:
+                self.refused += count
 
 
 def _split(total: int, parts: int) -> list[int]:

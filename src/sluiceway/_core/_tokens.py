@@ -23,6 +23,7 @@ class TokenPool:
         "_lock",
         "cleared",
         "closed",
+        "dropped",
         "held",
         "initial",
         "returned",
@@ -37,6 +38,7 @@ class TokenPool:
         self.initial = len(self.tokens)
         self.returned = 0  # tokens put back while open
         self.cleared = 0  # tokens removed by close()
+        self.dropped = 0  # tokens given back after close (not reissued)
         self.held: list[object] = []  # tokens withheld while suspended (all breakers open)
         self.suspended = False
         self.closed = False
@@ -50,7 +52,9 @@ class TokenPool:
         sleeping worker should hear that a batch is full.
         """
         with self._lock:
-            if not self.closed and count > 0:
+            if self.closed:
+                self.dropped += count
+            elif count > 0:
                 self.returned += count
                 out: list[object] | deque[object] = self.held if self.suspended else self.tokens
                 if last is None:
@@ -63,6 +67,7 @@ class TokenPool:
         """Return capacity as freshly minted tokens (unkeyed slots; see ``_slots.mint``)."""
         with self._lock:
             if self.closed:
+                self.dropped += count
                 return
             self.returned += count
             (self.held if self.suspended else self.tokens).extend(mint(count))
@@ -115,6 +120,15 @@ class TokenPool:
         """How many tokens have ever been taken by producers."""
         with self._lock:
             return self.initial + self.returned - self.cleared - len(self.tokens) - len(self.held)
+
+    def out(self) -> int:
+        """Tokens taken and not yet given back: the lane's items without an outcome.
+
+        One consistent read, so it never exceeds the pool's size (unlike ``granted()``
+        minus outcomes counted at another moment).
+        """
+        with self._lock:
+            return self.initial - self.cleared - len(self.tokens) - len(self.held) - self.dropped
 
     def free(self) -> int:
         """Tokens available right now."""
