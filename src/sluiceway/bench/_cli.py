@@ -7,13 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from ._config import PHASES, BenchConfig
+from ._config import PHASES, QUICK_SCALE, BenchConfig
 from ._runner import PhaseResult, Result, run_bench
 from ._table import render_text
 
 __all__ = ["bench_command", "config_from_args"]
-
-QUICK_SCALE = 0.12
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
