@@ -113,7 +113,7 @@ def _run_one(
 ) -> PhaseResult:
     sink = Sink(spec.handler)
     if engine.name == "ceiling" and spec.handler == "io":
-        # The io ceiling is arithmetic (WORKLOAD.md): what the downstream can take.
+        # The io ceiling is arithmetic (docs/workload.md): what the downstream can take.
         return PhaseResult(
             "ceiling",
             spec.name,
