@@ -158,8 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the HTTP ingest service (uvicorn)",
-        description="Run the HTTP ingest service for the pipeline FACTORY returns, under "
-        "uvicorn. Needs: pip install 'sluiceway[http]'.",
+        description="Run the HTTP ingest service, under uvicorn, for the pipeline that factory "
+        "(module:function) returns. Needs: pip install 'sluiceway[http]'.",
     )
     serve.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
@@ -172,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker",
         help="consume a NATS JetStream stream into a pipeline",
-        description="Consume a NATS JetStream stream into the pipeline FACTORY returns. "
+        description="Consume a NATS JetStream stream into the pipeline that factory "
+        "(module:function) returns. "
         "Needs: pip install 'sluiceway[nats]'.",
     )
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
