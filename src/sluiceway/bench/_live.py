@@ -58,7 +58,7 @@ class _View:
                     f"{sample['priority_p99_ms']:.3f}",
                 )
             finished = Table(title="finished", box=None)
-            for col in ("phase", "engine", "M ev/s", "refusals", "p99 ms", "lost"):
+            for col in ("phase", "engine", "M ev/s", "refusals", "prio p99 ms", "lost"):
                 finished.add_column(col, justify="right")
             for r in self.done[-12:]:
                 finished.add_row(
