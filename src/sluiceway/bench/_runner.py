@@ -40,7 +40,7 @@ class PhaseResult:
     peak_rss_mb: float | None = None  # highest resident memory sampled during the phase
     rss_before_mb: float | None = None  # resident memory when the phase started
     series: list[dict[str, float]] = field(default_factory=list)
-    priority_lane: bool = True  # False: the engine sends priority events no separate way
+    priority_lane: bool = True  # False: no lane of their own for priority events (ceiling, bulk)
     run: int = 0  # which run of a --repeat (0-based)
 
 
