@@ -1,7 +1,7 @@
 """Adaptive batch sizing against a fixed batch of 64, on the saturate-io phase, one run.
 
 Run: ``.venv/bin/python benchmarks/adaptive.py [--seconds S]``. Prints both throughputs,
-their ratio, and each against the io ceiling of ``shared/WORKLOAD.md``.
+their ratio, and each against the io ceiling of ``docs/workload.md``.
 """
 
 from __future__ import annotations

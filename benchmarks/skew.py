@@ -1,7 +1,7 @@
 """Skewed traffic: one hot key, one slow shard; work stealing on against off, in one run.
 
 Run: ``.venv/bin/python benchmarks/skew.py [--seconds S]``. A keyed pipeline of 8 shards
-(the io handler of ``shared/WORKLOAD.md``) where one key carries 50% of the events and the
+(the io handler of ``docs/workload.md``) where one key carries 50% of the events and the
 shard that key starts on calls its downstream 4x slower. With stealing, whole partitions
 (queue included) move off the backlogged shard; the run checks that every key's events
 were handled in submission order, and prints both throughputs and their ratio.

@@ -106,3 +106,24 @@ def test_memory_sink_is_bounded_and_counts_overflow() -> None:
         p.submit_many(range(5))
     assert [d.item for d in sink] == [2, 3, 4]
     assert (sink.total, sink.overflow, len(sink)) == (5, 2, 3)
+
+
+def test_memory_sink_repr_shows_kept_total_and_bound() -> None:
+    """``repr`` of the in-memory sink says how many records it keeps, has seen, and may keep."""
+    sink = sw.MemoryDeadLetters(maxlen=2)
+    assert repr(sink) == "MemoryDeadLetters(kept=0, total=0, maxlen=2)"
+    with sw.Pipeline(_always_fail, shards=1, batch_size=3, dead_letter=sink) as p:
+        p.submit_many([1, 2, 3])
+    assert repr(sink) == "MemoryDeadLetters(kept=2, total=3, maxlen=2)"
+    assert sink.overflow == 1
+
+
+def test_jsonl_sink_repr_shows_path_and_records_written(tmp_path: Path) -> None:
+    """``repr`` of the JSON Lines sink names its file and counts the records written."""
+    path = tmp_path / "dead.jsonl"
+    sink = sw.JsonlDeadLetters(path)
+    assert repr(sink) == f"JsonlDeadLetters(path={str(path)!r}, written=0)"
+    with sw.Pipeline(_always_fail, shards=1, batch_size=2, dead_letter=sink) as p:
+        p.submit_many([{"id": 1}, {"id": 2}])
+    assert repr(sink) == f"JsonlDeadLetters(path={str(path)!r}, written=2)"
+    assert len(sink.read()) == 2

@@ -10,7 +10,7 @@ import pytest
 
 import sluiceway
 
-PUBLIC_MODULES = ["sluiceway", "sluiceway.testing"]
+PUBLIC_MODULES = ["sluiceway", "sluiceway.testing", "sluiceway.prometheus"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -32,6 +32,21 @@ def test_no_public_name_missing_from_all() -> None:
         if not n.startswith("_") and not isinstance(v, type(sluiceway))
     }
     assert public - {"annotations", "TYPE_CHECKING"} <= set(sluiceway.__all__)
+
+
+def test_prometheus_exports_every_public_function() -> None:
+    """Each public function of ``sluiceway.prometheus``, ``add_source`` included, is exported."""
+    import inspect
+
+    import sluiceway.prometheus as swp
+
+    functions = {
+        n
+        for n, v in vars(swp).items()
+        if inspect.isfunction(v) and not n.startswith("_") and v.__module__ == swp.__name__
+    }
+    assert "add_source" in functions
+    assert functions <= set(swp.__all__)
 
 
 def test_core_import_is_light() -> None:

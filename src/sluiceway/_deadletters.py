@@ -41,6 +41,9 @@ class MemoryDeadLetters:
     def __len__(self) -> int:
         return len(self._records)
 
+    def __repr__(self) -> str:
+        return f"MemoryDeadLetters(kept={len(self)}, total={self.total}, maxlen={self.maxlen})"
+
     def __iter__(self) -> Iterator[DeadLetter]:
         return iter(self.records())
 
@@ -82,6 +85,9 @@ class JsonlDeadLetters:
         self.serialize = serialize or _default_serialize
         self._lock = threading.Lock()
         self.written = 0
+
+    def __repr__(self) -> str:
+        return f"JsonlDeadLetters(path={str(self.path)!r}, written={self.written})"
 
     def __call__(self, records: list[DeadLetter]) -> None:
         """Append ``records`` and flush."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -23,49 +23,144 @@ def _csv(choices: Sequence[str]) -> type:
     return parse  # type: ignore[return-value]
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .bench._config import ENGINES, PHASES
+def _positive(kind: type[int] | type[float], zero: bool = False) -> Callable[[str], float]:
+    """An argparse type for a number above zero (or at least zero if ``zero``)."""
 
-    parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'} (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+DESCRIPTION = """\
+sluiceway: high-throughput event pipelines for Python.
+
+Commands: bench (the benchmark workload of docs/workload.md, every engine side by side),
+serve (the HTTP ingest service), worker (a NATS JetStream consumer) and top (watch a
+pipeline's /metrics live). Each command's --help lists its options."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .bench._config import ENGINES, PHASES, QUICK_SCALE
+
+    parser = argparse.ArgumentParser(
+        prog="sluiceway",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = sub.add_parser(
         "bench",
-        help="run the seed workload for every engine, side by side",
-        description="Run shared/WORKLOAD.md's phases for sluiceway and its baselines.",
+        help="run the benchmark workload for every engine, side by side",
+        description=(
+            "Run the phases of the benchmark workload (docs/workload.md) for sluiceway and its "
+            "baselines (a queue.Queue pipeline, an asyncio.Queue pipeline and the no-queueing "
+            "ceiling) in one run, and print a table of their figures and ratios."
+        ),
     )
-    bench.add_argument("--quick", action="store_true", help="a smoke run (under 15 s)")
     bench.add_argument(
-        "--duration-scale", type=float, default=1.0, help="multiply every phase's length"
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: every phase at {QUICK_SCALE}x its length, under 15 s (default: off)",
     )
-    bench.add_argument("--engines", type=_csv([*ENGINES]), default=ENGINES)
-    bench.add_argument("--phases", type=_csv([p.name for p in PHASES]), default=None)
-    bench.add_argument("--shards", type=int, default=8)
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--handler", choices=("cpu", "io"), default=None)
+    bench.add_argument(
+        "--duration-scale",
+        type=_positive(float),
+        default=1.0,
+        metavar="X",
+        help="multiply every phase's length by X > 0 (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--repeat",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="run the whole selection N times; report the median and the min-max of every "
+        "figure (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--engines",
+        type=_csv([*ENGINES]),
+        default=ENGINES,
+        metavar="LIST",
+        help=f"comma-separated engines to run (default: {','.join(ENGINES)})",
+    )
+    bench.add_argument(
+        "--phases",
+        type=_csv([p.name for p in PHASES]),
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated phases to run (default: {','.join(p.name for p in PHASES)})",
+    )
+    bench.add_argument(
+        "--shards",
+        type=_positive(int),
+        default=8,
+        help="shards (queues and consumer threads) per engine (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=64,
+        help="batch size; sluiceway adapts it within 16..256 (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--handler",
+        choices=("cpu", "io"),
+        default=None,
+        help="run every phase with this handler (default: each phase's own)",
+    )
     bench.add_argument(
         "--switch-interval",
-        type=float,
+        type=_positive(float),
         default=0.0003,
-        help="sys.setswitchinterval while sluiceway runs (seconds)",
+        metavar="SECONDS",
+        help="sys.setswitchinterval while sluiceway runs (default: %(default)s)",
     )
     bench.add_argument(
         "--gc-threshold",
-        type=int,
+        type=_positive(int, zero=True),
         default=3_000,
-        help="gc threshold 0 while sluiceway runs (0: leave the interpreter's default)",
+        metavar="N",
+        help="gc threshold 0 while sluiceway runs; 0 leaves the interpreter's default "
+        "(default: %(default)s)",
     )
     bench.add_argument(
         "--submit-many",
-        type=int,
+        type=_positive(int, zero=True),
         default=1000,
         metavar="N",
-        help="also run saturate-cpu with submit_many in chunks of N (0: skip)",
+        help="also run saturate-cpu with submit_many in chunks of N; 0 skips it "
+        "(default: %(default)s)",
     )
-    bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
-    bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
-    bench.add_argument("--no-live", action="store_true", help="no live display")
-    serve = sub.add_parser("serve", help="run the HTTP ingest service (uvicorn)")
+    bench.add_argument(
+        "--json", metavar="PATH", help="write the raw figures as JSON (default: none)"
+    )
+    bench.add_argument(
+        "--report", metavar="PATH", help="write an HTML report with plots (default: none)"
+    )
+    bench.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live display; it is drawn only when stderr is a terminal (default: off)",
+    )
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP ingest service (uvicorn)",
+        description="Run the HTTP ingest service, under uvicorn, for the pipeline that factory "
+        "(module:function) returns. Needs: pip install 'sluiceway[http]'.",
+    )
     serve.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     serve.add_argument("--port", type=int, default=8000)
@@ -74,7 +169,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help="require this bearer token")
     serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
 
-    worker = sub.add_parser("worker", help="consume a NATS JetStream stream into a pipeline")
+    worker = sub.add_parser(
+        "worker",
+        help="consume a NATS JetStream stream into a pipeline",
+        description="Consume a NATS JetStream stream into the pipeline that factory "
+        "(module:function) returns. "
+        "Needs: pip install 'sluiceway[nats]'.",
+    )
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
     worker.add_argument("--nats", required=True, help="server URL, e.g. nats://127.0.0.1:4222")
     worker.add_argument("--stream", default="SLUICEWAY")
@@ -84,10 +185,21 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-deliver", type=int, default=5)
     worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
 
-    top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
-    top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top = sub.add_parser(
+        "top",
+        help="watch a pipeline's /metrics endpoint live",
+        description="Watch a pipeline's Prometheus endpoint live in the terminal. "
+        "Needs: pip install 'sluiceway[cli,prometheus]'.",
+    )
+    top.add_argument("url", help="the metrics URL, e.g. http://127.0.0.1:9464/metrics")
+    top.add_argument(
+        "--interval",
+        type=_positive(float),
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between refreshes (default: %(default)s)",
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit (default: off)")
     return parser
 
 
@@ -107,10 +219,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = getattr(importlib.import_module(module), function)
     except ImportError as exc:
-        print(f"sluiceway {args.command} needs: pip install 'sluiceway[{extra}]' ({exc})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"sluiceway {args.command} needs the module {_missing_module(exc)!r}: "
+            f"pip install 'sluiceway[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     return int(command(args))
+
+
+def _missing_module(exc: BaseException) -> str:
+    """The module whose absence caused ``exc`` (an integration re-raises with a cause)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    name = getattr(exc, "name", None)
+    return str(name) if name else str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,7 +41,7 @@ try:
     from starlette.responses import Response
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sluiceway.http needs: pip install 'sluiceway[http]'") from exc
+    raise ImportError(f"sluiceway.http needs {exc.name!r}: pip install 'sluiceway[http]'") from exc
 
 from . import prometheus as swp
 from ._core._completion import Completion

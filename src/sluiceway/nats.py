@@ -40,7 +40,7 @@ try:
     from nats.js.errors import NotFoundError
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("sluiceway.nats needs: pip install 'sluiceway[nats]'") from exc
+    raise ImportError(f"sluiceway.nats needs {exc.name!r}: pip install 'sluiceway[nats]'") from exc
 
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline

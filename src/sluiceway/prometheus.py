@@ -37,7 +37,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from ._core._pipeline import Pipeline
 
-__all__ = ["METRICS", "make_asgi_app", "make_wsgi_app", "register", "serve", "unregister"]
+__all__ = [
+    "METRICS",
+    "add_source",
+    "make_asgi_app",
+    "make_wsgi_app",
+    "register",
+    "serve",
+    "unregister",
+]
 
 BREAKER_STATES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 

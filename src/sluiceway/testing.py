@@ -37,6 +37,9 @@ class FakeClock:
         self._changed = threading.Condition()
         self._real_timeout = real_timeout
 
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r}, sleeping={self.sleeping()})"
+
     def now(self) -> float:
         """The current virtual time."""
         return self._now

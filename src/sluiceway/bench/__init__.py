@@ -1,4 +1,4 @@
-"""``sluiceway bench``: the seed workload (``shared/WORKLOAD.md``), every engine side by side.
+"""``sluiceway bench``: the seed workload (``docs/workload.md``), every engine side by side.
 
 Engines: ``sluiceway``, ``queue`` (a ``queue.Queue`` pipeline), ``asyncio`` (an
 ``asyncio.Queue`` pipeline) and ``ceiling`` (the same work inline, no queueing). Figures are

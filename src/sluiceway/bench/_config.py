@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ENGINES", "PHASES", "BenchConfig", "PhaseSpec"]
+__all__ = ["ENGINES", "PHASES", "QUICK_SCALE", "BenchConfig", "PhaseSpec"]
 
+QUICK_SCALE = 0.12  # --quick: every phase at this fraction of its length
 ENGINES = ("sluiceway", "queue", "asyncio", "ceiling")
 
 

@@ -45,6 +45,7 @@ class Engine:
     """A pipeline under test. Subclasses fill in ``open``/``submit``/``drain``."""
 
     name = "engine"
+    priority_lane = True  # whether priority events take a way of their own past the batches
 
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
@@ -124,6 +125,7 @@ class SluicewayBulkEngine(SluicewayEngine):
     """sluiceway fed with ``submit_many`` in chunks (``BenchConfig.submit_many`` events)."""
 
     name = "sluiceway-bulk"
+    priority_lane = False  # submit_many sends every event down the regular lane
 
     def run(self, sink: Sink, seconds: float, rate: float | None) -> Outcome:
         """Produce chunks of events; a refused suffix is retried after a back-off."""
@@ -349,6 +351,7 @@ class CeilingEngine(Engine):
     """No queueing: build each event and do the handler's work inline, one thread."""
 
     name = "ceiling"
+    priority_lane = False  # no queues: a priority event is handled inline like the rest
 
     def run(self, sink: Sink, seconds: float, rate: float | None) -> Outcome:
         """The producer loop with the handler inlined (batches of ``batch_size``)."""

@@ -58,7 +58,7 @@ class _View:
                     f"{sample['priority_p99_ms']:.3f}",
                 )
             finished = Table(title="finished", box=None)
-            for col in ("phase", "engine", "M ev/s", "refusals", "p99 ms", "lost"):
+            for col in ("phase", "engine", "M ev/s", "refusals", "prio p99 ms", "lost"):
                 finished.add_column(col, justify="right")
             for r in self.done[-12:]:
                 finished.add_row(
@@ -72,7 +72,7 @@ class _View:
             return Group(head, now, finished)
 
 
-def run_live(cfg: BenchConfig) -> Result:
+def run_live(cfg: BenchConfig, run: int = 0) -> Result:
     """Run the bench with a live display on stderr, refreshing twice a second."""
     view = _View()
     console = Console(stderr=True)
@@ -86,7 +86,7 @@ def run_live(cfg: BenchConfig) -> Result:
         t = threading.Thread(target=refresh, daemon=True)
         t.start()
         try:
-            return run_bench(cfg, listener=view.listener)
+            return run_bench(cfg, listener=view.listener, run=run)
         finally:
             stop.set()
             t.join()

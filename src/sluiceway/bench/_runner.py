@@ -40,15 +40,19 @@ class PhaseResult:
     peak_rss_mb: float | None = None  # highest resident memory sampled during the phase
     rss_before_mb: float | None = None  # resident memory when the phase started
     series: list[dict[str, float]] = field(default_factory=list)
+    priority_lane: bool = True  # False: no lane of their own for priority events (ceiling, bulk)
+    run: int = 0  # which run of a --repeat (0-based)
 
 
 @dataclass(slots=True)
 class Result:
-    """A whole run: settings, machine, every phase result."""
+    """A whole run: settings, machine, sluiceway's version, start time, every phase result."""
 
     config: dict[str, Any]
     machine: dict[str, Any]
     results: list[PhaseResult] = field(default_factory=list)
+    version: str = ""
+    started: str = ""  # UTC, ISO 8601
 
     def get(self, engine: str, phase: str) -> PhaseResult | None:
         """The result for one engine in one phase, if it ran."""
@@ -62,6 +66,8 @@ class Result:
         return {
             "config": self.config,
             "machine": self.machine,
+            "version": self.version,
+            "started": self.started,
             "results": [asdict(r) for r in self.results],
         }
 
@@ -76,10 +82,16 @@ def _percentile_ms(values: list[int], q: float) -> float | None:
 Listener = Callable[[str, Engine, PhaseSpec, "Sampler | None", PhaseResult | None], None]
 
 
-def run_bench(cfg: BenchConfig, listener: Listener | None = None) -> Result:
-    """Run every selected phase for every selected engine, in workload order."""
+def run_bench(cfg: BenchConfig, listener: Listener | None = None, run: int = 0) -> Result:
+    """Run every selected phase for every selected engine, in workload order.
+
+    ``run`` numbers this run among the runs of a ``--repeat``; it is recorded in each result.
+    """
+    import datetime
     import os
     import platform
+
+    from .. import __version__
 
     machine = {
         "cpus": os.cpu_count(),
@@ -87,7 +99,8 @@ def run_bench(cfg: BenchConfig, listener: Listener | None = None) -> Result:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
     }
-    result = Result(config=asdict(cfg), machine=machine)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result = Result(asdict(cfg), machine, version=__version__, started=started)
     reference: dict[str, float] = {}
     for spec in cfg.phase_specs():
         rate = None
@@ -102,6 +115,7 @@ def run_bench(cfg: BenchConfig, listener: Listener | None = None) -> Result:
         for name in names:
             engine = ENGINE_TYPES[name](cfg)
             phase = _run_one(engine, spec, rate, listener)
+            phase.run = run
             result.results.append(phase)
             if name == "sluiceway" and spec.pace is None:
                 reference[spec.name] = phase.throughput
@@ -113,7 +127,7 @@ def _run_one(
 ) -> PhaseResult:
     sink = Sink(spec.handler)
     if engine.name == "ceiling" and spec.handler == "io":
-        # The io ceiling is arithmetic (WORKLOAD.md): what the downstream can take.
+        # The io ceiling is arithmetic (docs/workload.md): what the downstream can take.
         return PhaseResult(
             "ceiling",
             spec.name,
@@ -126,6 +140,7 @@ def _run_one(
             0,
             None,
             None,
+            priority_lane=False,
         )
     gc.collect()
     rss_before = rss_mb()
@@ -153,6 +168,7 @@ def _run_one(
         priority_p50_ms=_percentile_ms(latencies, 0.5),
         priority_p99_ms=_percentile_ms(latencies, 0.99),
         series=series,
+        priority_lane=engine.priority_lane,
         peak_rss_mb=max([rss_before, *(p["rss_mb"] for p in series)]),
         rss_before_mb=rss_before,
     )
