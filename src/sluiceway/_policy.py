@@ -68,7 +68,11 @@ class Retry:
 
     def delay(self, calls_made: int) -> float:
         """Seconds to wait before the next call, after ``calls_made`` failed calls."""
-        cap = min(self.max_backoff, self.backoff * 2 ** max(0, calls_made - 1))
+        try:  # ldexp is exact doubling; past the float range the cap applies anyway
+            grown = math.ldexp(self.backoff, max(0, calls_made - 1))
+        except OverflowError:
+            grown = math.inf
+        cap = min(self.max_backoff, grown)
         return self._rng.uniform(0.0, cap) if self.jitter else cap
 
     def retryable(self, error: BaseException) -> bool:
