@@ -120,13 +120,17 @@ class Pipeline:
             raise ConfigTypeError("breaker", "must be a sluiceway.Breaker or None")
         if dead_letter is not None and not callable(dead_letter):
             raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
-        self._switch_interval = check_seconds("switch_interval", switch_interval, allow_none=True)
+        self._switch_interval = check_seconds(
+            "switch_interval", switch_interval, allow_none=True, setting=True
+        )
         if self._switch_interval == 0:
             raise ConfigTypeError("switch_interval", "must be > 0")
         self._gc_threshold = (
             None if gc_threshold is None else check_positive_int("gc_threshold", gc_threshold)
         )
-        self._drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_none=True)
+        self._drain_timeout = check_seconds(
+            "drain_timeout", drain_timeout, allow_none=True, setting=True
+        )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._memory = MemoryDeadLetters() if dead_letter is None else None
         sink = self._memory if self._memory is not None else dead_letter
@@ -139,7 +143,7 @@ class Pipeline:
         hi = check_positive_int("max_batch", hi)
         if not lo <= self._cfg.batch_size <= hi:
             raise ConfigError("batch_size", f"must lie within min_batch..max_batch ({lo}..{hi})")
-        interval = check_seconds("balance_interval", balance_interval)
+        interval = check_seconds("balance_interval", balance_interval, setting=True)
         assert interval is not None
         self._balancer = Balancer(
             st,
