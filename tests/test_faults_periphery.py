@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -80,3 +81,94 @@ def test_huge_call_timeouts_wait_as_long_as_it_takes(recorder: Recorder) -> None
         report = p.shutdown(timeout=1e300)
     assert report.processed == 2
     assert report.lost == 0
+
+
+class CallbackBoom(BaseException):
+    """Not an Exception: still must not kill an engine thread."""
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), CallbackBoom()], ids=["exc", "base"])
+def test_raising_on_done_does_not_stop_later_batches(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture, error: BaseException
+) -> None:
+    """Fault: an ``on_done`` callback that raised killed the engine thread settling the call."""
+
+    def on_done(_: sw.Completion) -> None:
+        raise error
+
+    p = sw.Pipeline(recorder, shards=1, workers=1, batch_size=2, max_delay=0.0).start()
+    try:
+        assert p.submit_many([1, 2], on_done=on_done) == 2
+        assert recorder.wait_items(2)
+        assert p.wait_idle(timeout=WAIT)
+        for i in range(3, 13, 2):
+            assert p.submit_many([i, i + 1], on_done=on_done) == 2
+        assert recorder.wait_items(12)  # the one worker is still alive
+        assert p.wait_idle(timeout=WAIT)
+    finally:
+        report = p.shutdown(timeout=WAIT)
+    assert sorted(recorder.items) == list(range(1, 13))
+    assert report.lost == 0
+    assert report.processed == 12
+    assert report.stuck_threads == 0
+    assert "on_done" in caplog.text or "callback" in caplog.text
+
+
+def test_add_done_callback_on_a_done_handle_logs_a_raising_callback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fault: a raising callback added to an already-done handle raised into the caller."""
+    completion = sw.Completion()
+    completion._arm(0)
+    seen: list[sw.Completion] = []
+
+    def boom(c: sw.Completion) -> None:
+        seen.append(c)
+        raise RuntimeError("boom")
+
+    completion.add_done_callback(boom)
+    completion.add_done_callback(seen.append)
+    assert seen == [completion, completion]
+    assert "boom" in caplog.text
+
+
+def test_completion_is_awaitable_and_blocking_waits_refuse_on_the_loop() -> None:
+    """Fault: ``Completion.wait()``/``wait_idle()`` on the handlers' loop blocked it."""
+    handled: list[int] = []
+
+    async def handler(batch: list[int]) -> None:
+        await asyncio.sleep(0)
+        handled.extend(batch)
+
+    async def main() -> sw.DrainReport:
+        p = sw.Pipeline(handler, shards=2, batch_size=4, max_delay=0.001)
+        async with p:
+            completion = p.submit_tracked(list(range(10)))
+            assert completion.accepted == 10
+            with pytest.raises(sw.SluicewayError, match="event loop"):
+                completion.wait(0.01)
+            with pytest.raises(sw.SluicewayError, match="event loop"):
+                p.wait_idle(0.01)
+            result = await asyncio.wait_for(completion, WAIT)
+            assert result is completion
+            assert completion.done()
+            assert completion.processed == 10
+            assert await completion is completion  # awaiting a done handle returns at once
+        return await p.ashutdown()
+
+    report = asyncio.run(main())
+    assert sorted(handled) == list(range(10))
+    assert report.lost == 0
+
+
+def test_completion_wait_off_the_loop_still_blocks_normally(recorder: Recorder) -> None:
+    """The guard only refuses on the loop thread: other threads wait as before."""
+
+    async def handler(batch: list[int]) -> None:
+        recorder(batch)
+
+    with sw.Pipeline(handler, shards=1, batch_size=2, max_delay=0.0) as p:
+        completion = p.submit_tracked([1, 2])
+        assert completion.wait(WAIT)
+        assert p.wait_idle(WAIT)
+    assert recorder.items == [1, 2]

@@ -6,17 +6,18 @@ import gc
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
-from .._errors import Closed, ConfigError, ConfigTypeError, Full, SluicewayError
+from .._errors import Closed, ConfigError, ConfigTypeError, Full
 from .._policy import Breaker, Retry
 from .._records import DeadLetter, DrainReport, ShardStats, Stats
 from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
-from ._aio import AsyncWaiter, LoopHost, is_async
+from ._aio import AsyncWaiter, LoopHost, is_async, refuse_on_loop
 from ._balance import Balancer
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
@@ -101,6 +102,12 @@ class Pipeline:
         if priority_handler is not None and is_async(priority_handler):
             priority_handler = self._host.wrap(priority_handler)  # type: ignore[arg-type]
             self._uses_loop = True
+        # Completions refuse a blocking wait() on the handlers' loop (see submit_tracked).
+        self._completion_guard: Callable[[], None] | None = None
+        if self._uses_loop:
+            self._completion_guard = partial(
+                refuse_on_loop, self._host, "Completion.wait", "await completion"
+            )
         self._cfg = Config.build(
             handler,
             shards=shards,
@@ -194,7 +201,9 @@ class Pipeline:
     def submit_tracked(self, items: Iterable[Any], priority: bool = False) -> Completion:
         """Like ``submit_many``, returning a :class:`Completion` handle to wait on."""
         batch = items if isinstance(items, list) else list(items)
-        return submit_tracked(self._st, self._lane, batch, priority)
+        completion = submit_tracked(self._st, self._lane, batch, priority)
+        completion._guard = self._completion_guard  # until _admit passes guard= itself
+        return completion
 
     def put(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
         """Admit ``item``, waiting for room if needed (without spinning).
@@ -252,8 +261,10 @@ class Pipeline:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every item accepted so far has an outcome; False on timeout.
 
-        Partial batches still wait for ``max_delay`` (or call ``flush()`` first).
+        Partial batches still wait for ``max_delay`` (or call ``flush()`` first). Raises
+        ``SluicewayError`` on the event loop that runs the async handlers.
         """
+        self._not_on_loop("wait_idle", "await loop.run_in_executor(None, p.wait_idle)")
         st = self._st
         target = st.accepted()
         wait_for = check_seconds("timeout", timeout, allow_none=True)
@@ -330,10 +341,8 @@ class Pipeline:
             return self._report
 
     def _not_on_loop(self, what: str, instead: str) -> None:
-        if self._uses_loop and self._host.on_loop_thread():
-            raise SluicewayError(
-                f"{what}() would block the event loop the async handlers run on; use {instead}"
-            )
+        if self._uses_loop:
+            refuse_on_loop(self._host, what, instead)
 
     async def aput(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
         """Admit ``item``, waiting for room without blocking the event loop.
