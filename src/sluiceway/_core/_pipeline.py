@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -30,6 +28,7 @@ from ._signal import Signal
 from ._slots import SKIP, close_minting
 from ._state import State, Waiter
 from ._stop import abandon
+from ._tuning import hold, release
 
 __all__ = ["Pipeline"]
 
@@ -66,7 +65,9 @@ class Pipeline:
     collector's first threshold (``gc.set_threshold``) while the pipeline runs: queued items
     outlive the default 700 allocations, so every one of them is traversed by a young
     collection, which costs up to a third of the engine's time under saturation; 10,000
-    avoids most of that. Both are process-wide, hence opt-in, and restored at shutdown.
+    avoids most of that. Both are process-wide, hence opt-in; while several pipelines run,
+    the most demanding request applies (smallest interval, largest threshold), and the
+    interpreter's own values come back when the last of them shuts down.
     """
 
     def __init__(
@@ -167,8 +168,7 @@ class Pipeline:
         self._lifecycle = threading.Lock()
         self._started = False
         self._report: DrainReport | None = None
-        self._saved_interval: float | None = None
-        self._saved_gc: tuple[int, ...] | None = None
+        self._tuning: int | None = None  # this pipeline's ticket in _tuning
         # The hot paths are closures specialised for this pipeline's shape; they shadow
         # the documented methods below on the instance.
         self.submit = make_submit(st, self._lane)  # type: ignore[method-assign]
@@ -240,12 +240,7 @@ class Pipeline:
                 raise Closed("a pipeline cannot be restarted after shutdown")
             if not self._started:
                 self._started = True
-                if self._switch_interval is not None:
-                    self._saved_interval = sys.getswitchinterval()
-                    sys.setswitchinterval(self._switch_interval)
-                if self._gc_threshold is not None:
-                    self._saved_gc = gc.get_threshold()
-                    gc.set_threshold(self._gc_threshold, *self._saved_gc[1:])
+                self._tuning = hold(self._switch_interval, self._gc_threshold)
                 if self._uses_loop:
                     self._host.start()
                 self._workers.start()
@@ -323,10 +318,7 @@ class Pipeline:
             stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
             if not stuck:
                 self._host.stop()
-            if self._saved_interval is not None:
-                sys.setswitchinterval(self._saved_interval)
-            if self._saved_gc is not None:
-                gc.set_threshold(*self._saved_gc)
+            release(self._tuning)
             processed = st.prio_done + sum(s.processed for s in st.shards)
             dead = st.prio_dead + sum(s.dead for s in st.shards)
             self._report = DrainReport(
