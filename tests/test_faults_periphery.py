@@ -172,3 +172,44 @@ def test_completion_wait_off_the_loop_still_blocks_normally(recorder: Recorder) 
         assert completion.wait(WAIT)
         assert p.wait_idle(WAIT)
     assert recorder.items == [1, 2]
+
+
+def test_timed_out_waits_leave_no_waiter_behind(clock: FakeClock) -> None:
+    """Fault: every timed-out ``put``/``aput``/``wait_idle`` left its Waiter in the lists."""
+    p = sw.Pipeline(print, shards=1, capacity=2, batch_size=2, max_delay=1.0, clock=clock)
+    st = p._st
+    assert p.submit(1)
+    assert p.submit(2)  # not started: full, and not idle
+    for _ in range(500):
+        with pytest.raises(sw.Full):
+            p.put(3, timeout=0)
+        assert not p.wait_idle(timeout=0)
+    errors: list[BaseException] = []
+
+    def put_one() -> None:
+        try:
+            p.put(3, timeout=1.0)
+        except sw.Full as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=put_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    assert clock.wait_for_sleepers(4)
+    waiting = len(st.room_waiters)
+    clock.advance(1.0)
+    for t in threads:
+        t.join(WAIT)
+    assert waiting <= 4  # bounded by the threads waiting
+    assert len(errors) == 4
+
+    async def aputs() -> None:
+        for _ in range(200):
+            with pytest.raises(sw.Full):
+                await p.aput(3, timeout=0)
+
+    asyncio.run(aputs())
+    assert st.room_waiters == []
+    assert st.idle_waiters == []
+    report = p.shutdown(timeout=WAIT)
+    assert report.lost == 0

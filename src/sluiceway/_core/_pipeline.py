@@ -29,6 +29,7 @@ from ._slots import SKIP, close_minting
 from ._state import State, Waiter
 from ._stop import abandon
 from ._tuning import hold, release
+from ._waiters import forget
 
 __all__ = ["Pipeline"]
 
@@ -223,14 +224,17 @@ class Pipeline:
             waiter = Waiter()
             with st.count_lock:
                 st.room_waiters.append(waiter)
-            if self.submit(item, priority):
-                return
-            if st.closed:
-                raise Closed("the pipeline is shutting down")
-            remaining = None if deadline is None else deadline - st.now()
-            if remaining is not None and remaining <= 0:
-                raise Full("priority" if priority else "regular", wait_for or 0.0)
-            self._clock.wait(waiter.lock, remaining)
+            try:
+                if self.submit(item, priority):
+                    return
+                if st.closed:
+                    raise Closed("the pipeline is shutting down")
+                remaining = None if deadline is None else deadline - st.now()
+                if remaining is not None and remaining <= 0:
+                    raise Full("priority" if priority else "regular", wait_for or 0.0)
+                self._clock.wait(waiter.lock, remaining)
+            finally:
+                forget(st, st.room_waiters, waiter)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
@@ -268,12 +272,15 @@ class Pipeline:
             waiter = Waiter()
             with st.count_lock:
                 st.idle_waiters.append(waiter)
-            if st.finished() >= target:
-                break
-            remaining = None if deadline is None else deadline - st.now()
-            if remaining is not None and remaining <= 0:
-                return False
-            self._clock.wait(waiter.lock, remaining)
+            try:
+                if st.finished() >= target:
+                    break
+                remaining = None if deadline is None else deadline - st.now()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._clock.wait(waiter.lock, remaining)
+            finally:
+                forget(st, st.idle_waiters, waiter)
         return True
 
     def shutdown(self, timeout: float | None = None) -> DrainReport:
@@ -356,17 +363,20 @@ class Pipeline:
             waiter = AsyncWaiter(loop)
             with st.count_lock:
                 st.room_waiters.append(waiter)  # type: ignore[arg-type]
-            if self.submit(item, priority):
-                return
-            if st.closed:
-                raise Closed("the pipeline is shutting down")
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise Full("priority" if priority else "regular", wait_for or 0.0)
             try:
-                await asyncio.wait_for(waiter.future, remaining)
-            except TimeoutError:
-                pass
+                if self.submit(item, priority):
+                    return
+                if st.closed:
+                    raise Closed("the pipeline is shutting down")
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise Full("priority" if priority else "regular", wait_for or 0.0)
+                try:
+                    await asyncio.wait_for(waiter.future, remaining)
+                except TimeoutError:
+                    pass
+            finally:
+                forget(st, st.room_waiters, waiter)  # type: ignore[arg-type]
 
     async def ashutdown(self, timeout: float | None = None) -> DrainReport:
         """``shutdown`` without blocking the event loop (async handlers keep running)."""
