@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -22,14 +21,12 @@ from ._config import Config, check_positive_int, check_seconds
 from ._failure import Failures
 from ._handle import Workers
 from ._histogram import HistogramSnapshot
+from ._lifecycle import Lifecycle
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._signal import Signal
-from ._slots import SKIP, close_minting
 from ._state import State, Waiter
-from ._stop import abandon
-from ._tuning import hold, release
-from ._waiters import forget
+from ._waiters import forget, wait_finished
 
 __all__ = ["Pipeline"]
 
@@ -166,10 +163,18 @@ class Pipeline:
         self._failures = Failures(st, self._outcomes, retry, breaker)
         self._lane = PriorityLane(st, self._outcomes, retry)
         self._workers = Workers(st, self._outcomes, self._lane, self._failures, self._balancer)
-        self._lifecycle = threading.Lock()
-        self._started = False
-        self._report: DrainReport | None = None
-        self._tuning: int | None = None  # this pipeline's ticket in _tuning
+        self._life = Lifecycle(
+            st,
+            self._clock,
+            self._outcomes,
+            self._lane,
+            self._workers,
+            self._host,
+            uses_loop=self._uses_loop,
+            switch_interval=self._switch_interval,
+            gc_threshold=self._gc_threshold,
+            drain_timeout=self._drain_timeout,
+        )
         # The hot paths are closures specialised for this pipeline's shape; they shadow
         # the documented methods below on the instance.
         self.submit = make_submit(st, self._lane)  # type: ignore[method-assign]
@@ -201,6 +206,7 @@ class Pipeline:
 
     def submit_tracked(self, items: Iterable[Any], priority: bool = False) -> Completion:
         """Like ``submit_many``, returning a :class:`Completion` handle to wait on."""
+        self._life.refuse_if_forked()
         batch = items if isinstance(items, list) else list(items)
         completion = submit_tracked(self._st, self._lane, batch, priority)
         completion._guard = self._completion_guard  # until _admit passes guard= itself
@@ -239,15 +245,7 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
         """Start the worker threads. Items submitted before are queued, not lost."""
-        with self._lifecycle:
-            if self._report is not None or self._st.closed:
-                raise Closed("a pipeline cannot be restarted after shutdown")
-            if not self._started:
-                self._started = True
-                self._tuning = hold(self._switch_interval, self._gc_threshold)
-                if self._uses_loop:
-                    self._host.start()
-                self._workers.start()
+        self._life.start()
         return self
 
     def flush(self) -> None:
@@ -264,24 +262,12 @@ class Pipeline:
         ``SluicewayError`` on the event loop that runs the async handlers.
         """
         self._not_on_loop("wait_idle", "await loop.run_in_executor(None, p.wait_idle)")
+        self._life.refuse_if_forked()
         st = self._st
         target = st.accepted()
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         deadline = None if wait_for is None else st.now() + wait_for
-        while st.finished() < target:
-            waiter = Waiter()
-            with st.count_lock:
-                st.idle_waiters.append(waiter)
-            try:
-                if st.finished() >= target:
-                    break
-                remaining = None if deadline is None else deadline - st.now()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._clock.wait(waiter.lock, remaining)
-            finally:
-                forget(st, st.idle_waiters, waiter)
-        return True
+        return wait_finished(st, self._clock, target, deadline)
 
     def shutdown(self, timeout: float | None = None) -> DrainReport:
         """Refuse new items at once, drain every accepted one, stop the threads.
@@ -291,53 +277,9 @@ class Pipeline:
         report.
         """
         wait_for = check_seconds("timeout", timeout, allow_none=True)
-        if self._report is None:
+        if self._life.report is None:
             self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
-        with self._lifecycle:
-            if self._report is not None:
-                return self._report
-            st = self._st
-            st.closed = True
-            if st.pool is not None:
-                cleared = st.pool.close(lambda: _close_minting(st))
-            else:
-                cleared = [t for pool in st.pools() for t in pool.close()]
-            if st.pool is not None and cleared:  # unkeyed: fill their slots with SKIP
-                with st.count_lock:
-                    st.skips += len(cleared)
-                for token in cleared:
-                    token(SKIP)  # type: ignore[operator]
-            st.ptokens.close()
-            st.draining = True
-            with st.count_lock:
-                st.wake_all(st.room_waiters)
-            if not self._started:
-                self._started = True
-                if self._uses_loop:
-                    self._host.start()
-                self._workers.start()
-            self._workers.wake_all()
-            accepted = st.accepted()
-            drained = self.wait_idle(wait_for)
-            unfinished = 0 if drained else abandon(st, self._outcomes, self._lane)
-            st.stopping = True
-            self._workers.wake_all()
-            stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
-            if not stuck:
-                self._host.stop()
-            release(self._tuning)
-            processed = st.prio_done + sum(s.processed for s in st.shards)
-            dead = st.prio_dead + sum(s.dead for s in st.shards)
-            self._report = DrainReport(
-                accepted=accepted,
-                processed=processed,
-                dead_lettered=dead,
-                unfinished=unfinished,
-                timed_out=not drained,
-                stuck_threads=stuck,
-                undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
-            )
-            return self._report
+        return self._life.shutdown(wait_for)
 
     def _not_on_loop(self, what: str, instead: str) -> None:
         if self._uses_loop:
@@ -382,8 +324,8 @@ class Pipeline:
         """``shutdown`` without blocking the event loop (async handlers keep running)."""
         import asyncio  # noqa: PLC0415 - asyncio loads only for pipelines used from a loop
 
-        if self._report is not None:
-            return self._report
+        if self._life.report is not None:
+            return self._life.report
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._shutdown_off_loop, timeout)
 
@@ -517,11 +459,6 @@ class Pipeline:
             batch_size_changes=self._balancer.changes,
             dead_letters_undelivered=len(self._outcomes.undelivered()) + self._outcomes.overflow,
         )
-
-
-def _close_minting(st: State) -> None:
-    for shard in st.shards:
-        close_minting(shard)
 
 
 def _percentiles(values: list[float]) -> tuple[float | None, float | None]:

@@ -15,7 +15,7 @@ import itertools
 import sys
 import threading
 
-__all__ = ["forget_all", "hold", "release"]
+__all__ = ["hold", "release", "reset_in_child"]
 
 _lock = threading.Lock()
 _ids = itertools.count(1)
@@ -70,9 +70,10 @@ def _apply() -> None:
         gc.set_threshold(max(_thresholds.values()), *_saved_gc[1:])
 
 
-def forget_all() -> None:
+def reset_in_child() -> None:
     """In a forked child: the parent's pipelines hold nothing here; restore the values."""
-    global _saved_interval, _saved_gc
+    global _lock, _saved_interval, _saved_gc
+    _lock = threading.Lock()  # a parent thread may have held it at fork time
     with _lock:
         _intervals.clear()
         _thresholds.clear()

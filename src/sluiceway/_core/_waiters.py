@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from .._clock import Clock
 from ._state import State, Waiter
 
-__all__ = ["forget"]
+__all__ = ["forget", "wait_finished"]
 
 
 def forget(st: State, waiters: list[Waiter], waiter: Waiter) -> None:
@@ -20,3 +23,33 @@ def forget(st: State, waiters: list[Waiter], waiter: Waiter) -> None:
             waiters.remove(waiter)
         except ValueError:  # woken: wake_all already took the whole list
             pass
+
+
+def wait_finished(
+    st: State,
+    clock: Clock,
+    target: int,
+    deadline: float | None,
+    give_up: Callable[[], bool] | None = None,
+) -> bool:
+    """Block until ``target`` items are finished; False at ``deadline`` (clock time).
+
+    ``give_up`` is checked once a round (after each wake-up): when it says so the wait ends
+    early, returning whether the target was met.
+    """
+    while st.finished() < target:
+        if give_up is not None and give_up():
+            return False
+        waiter = Waiter()
+        with st.count_lock:
+            st.idle_waiters.append(waiter)
+        try:
+            if st.finished() >= target:
+                break
+            remaining = None if deadline is None else deadline - st.now()
+            if remaining is not None and remaining <= 0:
+                return False
+            clock.wait(waiter.lock, remaining)
+        finally:
+            forget(st, st.idle_waiters, waiter)
+    return True
