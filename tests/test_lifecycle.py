@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +32,106 @@ def _wait_no_engine_threads(before: set[str], timeout: float = WAIT) -> list[str
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.01)
+
+
+# The child only calls os._exit and pipeline methods that take no lock a parent thread
+# could hold; Python 3.12+ warns about any fork() of a multi-threaded process.
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_gets_closed_not_a_silent_pipeline(recorder: Recorder) -> None:
+    """Fault: after os.fork() the child's copy admitted items that nothing would process."""
+    p = sw.Pipeline(recorder, shards=2, batch_size=4, max_delay=0.001).start()
+    try:
+        assert p.submit(0)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 0
+            try:
+                for bit, call in enumerate(
+                    [
+                        lambda: p.submit(1),
+                        lambda: p.submit_many([1, 2]),
+                        lambda: p.submit_tracked([1]),
+                        lambda: p.put(1, timeout=0.1),
+                        lambda: p.wait_idle(0.1),
+                        p.start,
+                    ]
+                ):
+                    try:
+                        call()
+                        code |= 1 << bit
+                    except sw.Closed as e:
+                        if f"pid {parent}" not in str(e) or "in the child" not in str(e):
+                            code |= 1 << bit
+                report = p.shutdown(timeout=1.0)
+                if report.accepted != 0 or report.lost != 0 or not p.closed:
+                    code |= 64
+            except BaseException:  # noqa: BLE001 - anything unexpected fails the test
+                code = 127
+            os._exit(code)
+        end = time.monotonic() + WAIT
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() > end:
+                break
+            time.sleep(0.01)
+        if not done:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert p.submit(5)  # the parent's pipeline is untouched
+    finally:
+        report = p.shutdown(timeout=WAIT)
+    assert sorted(recorder.items) == [0, 5]
+    assert report.lost == 0
+
+
+def _start_and_drop(recorder: Recorder, count: int) -> None:
+    for i in range(count):
+        p = sw.Pipeline(recorder, shards=2, batch_size=64, max_delay=60.0).start()
+        for j in range(10):
+            assert p.submit((i, j))
+        del p
+        gc.collect()
+
+
+def test_dropped_pipelines_warn_and_are_shut_down_in_the_background() -> None:
+    """Fault: started pipelines dropped without shutdown() kept their threads for ever."""
+    before = set(_engine_threads())
+    recorder = Recorder()
+    with pytest.warns(ResourceWarning, match="without shutdown") as warned:
+        _start_and_drop(recorder, 20)
+    assert sum(w.category is ResourceWarning for w in warned) == 20
+    assert recorder.wait_items(200)  # partial batches drained, not waiting for max_delay
+    assert sorted(recorder.items) == sorted((i, j) for i in range(20) for j in range(10))
+    assert _wait_no_engine_threads(before) == []
+
+
+def test_items_of_a_pipeline_running_at_exit_are_drained(tmp_path: Path) -> None:
+    """Fault: a pipeline never shut down lost its queued items at interpreter exit."""
+    out = tmp_path / "handled.txt"
+    script = textwrap.dedent(
+        f"""
+        import sluiceway as sw
+
+        def handler(batch):
+            with open({str(out)!r}, "a") as f:
+                f.writelines(f"{{x}}\\n" for x in batch)
+
+        p = sw.Pipeline(handler, shards=2, batch_size=64, max_delay=60.0).start()
+        for i in range(50):
+            assert p.submit(i)
+        # no shutdown(): the interpreter exits with 50 items queued in partial batches
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(int(x) for x in out.read_text().split()) == list(range(50))
+    assert "interpreter exit" in done.stderr
+    assert "50 items drained" in done.stderr
 
 
 def test_concurrent_shutdowns_each_honour_their_own_timeout(

@@ -22,6 +22,7 @@ from ._failure import Failures
 from ._handle import Workers
 from ._histogram import HistogramSnapshot
 from ._lifecycle import Lifecycle
+from ._orphans import watch
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._signal import Signal
@@ -66,6 +67,16 @@ class Pipeline:
     avoids most of that. Both are process-wide, hence opt-in; while several pipelines run,
     the most demanding request applies (smallest interval, largest threshold), and the
     interpreter's own values come back when the last of them shuts down.
+
+    Lifecycle: call ``shutdown()`` (or use ``with``/``async with``). A started pipeline that
+    is garbage-collected without it issues a ``ResourceWarning`` and is shut down by a
+    background thread (its accepted items are drained first, for at most
+    ``drain_timeout``, default 30 s). At interpreter exit, pipelines still running are shut
+    down the same way and a line is logged (logger ``"sluiceway"``) with how many items
+    were drained and dead-lettered. ``shutdown()`` may be called from several threads at
+    once, each waiting for at most its own ``timeout``; it raises ``SluicewayError`` on one
+    of the pipeline's own threads (in a handler or callback). In a child made by
+    ``os.fork()``, a pipeline of the parent raises ``Closed``: create a new one there.
     """
 
     def __init__(
@@ -245,7 +256,8 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
         """Start the worker threads. Items submitted before are queued, not lost."""
-        self._life.start()
+        if self._life.start():
+            watch(self, self._life)  # dropped without shutdown, exit, fork: see _orphans
         return self
 
     def flush(self) -> None:
