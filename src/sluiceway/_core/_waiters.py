@@ -38,14 +38,16 @@ def wait_finished(
     early, returning whether the target was met.
     """
     while st.finished() < target:
-        if give_up is not None and give_up():
-            return False
         waiter = Waiter()
         with st.count_lock:
             st.idle_waiters.append(waiter)
         try:
             if st.finished() >= target:
                 break
+            # After the append: whoever makes give_up true and then wakes the idle waiters
+            # (under count_lock) either finds this waiter or is seen here.
+            if give_up is not None and give_up():
+                return False
             remaining = None if deadline is None else deadline - st.now()
             if remaining is not None and remaining <= 0:
                 return False
