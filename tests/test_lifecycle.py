@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,33 @@ def test_shutdown_from_a_handler_is_a_clear_error(lane: str) -> None:
     assert report.processed == 1
     assert report.lost == 0
     assert not report.timed_out
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_engine_threads_hold_no_reference_to_the_pipeline(kind: str) -> None:
+    """What the finalizer relies on: a running pipeline's threads do not keep it alive."""
+    handled: list[Any] = []
+
+    async def ahandler(batch: list[Any]) -> None:
+        handled.extend(batch)
+
+    handler: Any = handled.extend if kind == "sync" else ahandler
+    before = set(_engine_threads())
+    ref = _start_submit_and_forget(handler)
+    assert ref() is None  # freed by its reference count alone
+    assert _wait_no_engine_threads(before) == []
+    assert sorted(handled) == [0, 1, 2]
+
+
+def _start_submit_and_forget(handler: Any) -> weakref.ref[sw.Pipeline]:
+    p = sw.Pipeline(handler, shards=1, batch_size=64, max_delay=60.0).start()
+    admitted = p.submit_many([0, 1, 2])
+    ref = weakref.ref(p)
+    assert admitted == 3
+    gc.disable()  # the warning must come from the reference count, not from gc
+    try:
+        with pytest.warns(ResourceWarning):
+            del p
+    finally:
+        gc.enable()
+    return ref
