@@ -31,8 +31,6 @@ from ._waiters import forget, wait_finished
 
 __all__ = ["Pipeline"]
 
-JOIN_GRACE = 1.0  # seconds to wait for threads after the drain, before calling them stuck
-
 
 class Pipeline:
     """A sharded, batching, priority-laned, backpressured pipeline.
@@ -285,8 +283,11 @@ class Pipeline:
         """Refuse new items at once, drain every accepted one, stop the threads.
 
         Items still unfinished after ``timeout`` seconds are dead-lettered with reason
-        ``"shutdown-timeout"``. Safe to call more than once: later calls return the first
-        report.
+        ``"shutdown-timeout"``. Safe to call more than once, and from several threads at
+        once: each caller waits for at most its own ``timeout`` (plus the second it may
+        take to stop the threads), and every caller returns the same report. Raises
+        ``SluicewayError`` on one of the pipeline's own threads (inside a handler, an
+        ``on_done`` callback or a dead-letter sink), where it would wait for itself.
         """
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         if self._life.report is None:
