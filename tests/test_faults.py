@@ -273,7 +273,12 @@ def test_a_blocking_dead_letter_sink_does_not_stretch_a_shutdown_timeout() -> No
         assert p.submit_many([1, 2]) == 2
         assert p.submit_many([3, 4]) == 2
         done = threading.Event()
-        threading.Thread(target=lambda: [p.shutdown(timeout=0.3), done.set()]).start()
+
+        def stop() -> None:
+            p.shutdown(timeout=0.3)
+            done.set()
+
+        threading.Thread(target=stop).start()
         assert done.wait(3.0), "shutdown(timeout=0.3) waited for the blocked sink"
         report = p.shutdown()
         assert report.lost == 0

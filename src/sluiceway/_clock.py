@@ -7,12 +7,19 @@ seconds for :class:`sluiceway.testing.FakeClock`.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol, runtime_checkable
 
 from ._types import LockLike
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["MAX_SECONDS", "Clock", "SystemClock"]
+
+# The longest duration a *setting* may take (a delay, a backoff, a cool-down, a drain
+# timeout): about 11.6 days. Larger finite values are refused with a ConfigError naming it.
+# Call timeouts (``put``, ``wait_idle``, ``shutdown``) are not bounded: a clock clamps them
+# to ``threading.TIMEOUT_MAX``, since a huge timeout means "wait as long as it takes".
+MAX_SECONDS = 1e6
 
 
 @runtime_checkable
@@ -43,4 +50,4 @@ class SystemClock:
         """Acquire ``lock`` within ``timeout`` real seconds."""
         if timeout is None:
             return lock.acquire()
-        return lock.acquire(timeout=max(timeout, 0.0))
+        return lock.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX))

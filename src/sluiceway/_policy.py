@@ -9,6 +9,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from ._clock import MAX_SECONDS
 from ._errors import ConfigError, ConfigTypeError, Permanent
 
 __all__ = ["Breaker", "Retry"]
@@ -19,6 +20,8 @@ def _seconds(name: str, value: object) -> float:
         raise ConfigTypeError(name, f"must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ConfigError(name, f"must be a finite number >= 0, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ConfigError(name, f"must be at most {MAX_SECONDS:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -45,6 +48,8 @@ class Retry:
     that fail on their own are dead-lettered. The extra calls are bounded: at most
     ``2 * ceil(log2(len(batch))) + 2`` segments a batch, beyond which what still fails is
     dead-lettered.
+
+    ``backoff`` and ``max_backoff`` are at most ``MAX_SECONDS`` (1e6 seconds).
     """
 
     attempts: int = 3
@@ -68,7 +73,11 @@ class Retry:
 
     def delay(self, calls_made: int) -> float:
         """Seconds to wait before the next call, after ``calls_made`` failed calls."""
-        cap = min(self.max_backoff, self.backoff * 2 ** max(0, calls_made - 1))
+        try:  # ldexp is exact doubling; past the float range the cap applies anyway
+            grown = math.ldexp(self.backoff, max(0, calls_made - 1))
+        except OverflowError:
+            grown = math.inf
+        cap = min(self.max_backoff, grown)
         return self._rng.uniform(0.0, cap) if self.jitter else cap
 
     def retryable(self, error: BaseException) -> bool:
@@ -85,6 +94,7 @@ class Breaker:
     batches go to shards whose breakers are closed, and when every breaker is open the
     pipeline refuses new items. After ``cooldown`` seconds one probe batch is let through
     (half-open); success closes the breaker, failure opens it for another cooldown.
+    ``cooldown`` is at most ``MAX_SECONDS`` (1e6 seconds).
     """
 
     failures: int = 5

@@ -73,6 +73,7 @@ class FakeClock:
             return lock.acquire()
         if lock.acquire(blocking=False):
             return True
+        timeout = min(timeout, threading.TIMEOUT_MAX)  # huge: as long as it takes
         with self._guard:
             deadline = self._now + max(timeout, 0.0)
             if deadline <= self._now and timeout <= 0:

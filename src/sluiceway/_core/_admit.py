@@ -121,9 +121,18 @@ def make_submit_many(st: State, sched: Scheduler, lane: PriorityLane) -> SubmitM
     return submit_many
 
 
-def submit_tracked(st: State, sched: Scheduler, batch: list[Any], priority: bool) -> Completion:
-    """Admit the longest prefix of ``batch`` and return a handle on its outcome."""
-    completion = Completion()
+def submit_tracked(
+    st: State,
+    sched: Scheduler,
+    batch: list[Any],
+    priority: bool,
+    guard: Callable[[], None] | None = None,
+) -> Completion:
+    """Admit the longest prefix of ``batch`` and return a handle on its outcome.
+
+    ``guard`` is called first by the handle's ``wait()`` (it refuses on the handlers' loop).
+    """
+    completion = Completion(guard=guard)
     if priority:
         _many_priority(st, batch, completion)
     else:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["AsyncWaiter", "LoopHost", "is_async"]
+from .._errors import SluicewayError
+
+__all__ = ["AsyncWaiter", "LoopHost", "is_async", "refuse_on_loop"]
 
 
 def is_async(fn: object) -> bool:
@@ -112,6 +114,14 @@ class LoopHost:
             if not self._thread.is_alive():
                 self.loop.close()
             self._thread = None
+
+
+def refuse_on_loop(host: LoopHost, what: str, instead: str) -> None:
+    """Raise if called on ``host``'s loop thread, where ``what`` would block the handlers."""
+    if host.on_loop_thread():
+        raise SluicewayError(
+            f"{what}() would block the event loop the async handlers run on; use {instead}"
+        )
 
 
 class AsyncWaiter:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .._clock import MAX_SECONDS
 from .._errors import ConfigError, ConfigTypeError
 from .._types import BatchHandler, ItemHandler, KeyFunc
 
@@ -21,14 +22,22 @@ def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
-def check_seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    """``value`` as a non-negative finite number of seconds."""
+def check_seconds(
+    name: str, value: object, *, allow_none: bool = False, setting: bool = False
+) -> float | None:
+    """``value`` as a non-negative finite number of seconds.
+
+    A ``setting`` (a constructor argument) is also at most ``MAX_SECONDS``; a call's timeout
+    is not bounded (the clock clamps it).
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigTypeError(name, f"must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ConfigError(name, f"must be a finite number >= 0, got {value!r}")
+    if setting and value > MAX_SECONDS:
+        raise ConfigError(name, f"must be at most {MAX_SECONDS:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -80,7 +89,7 @@ class Config:
         checked_key = _check_callable("key", key, allow_none=True)
         n_shards = check_positive_int("shards", shards)
         size = check_positive_int("batch_size", batch_size)
-        delay = check_seconds("max_delay", max_delay)
+        delay = check_seconds("max_delay", max_delay, setting=True)
         cap = check_positive_int("capacity", capacity)
         if cap < n_shards:
             raise ConfigError("capacity", f"must be >= shards ({n_shards}), got {cap}")

@@ -25,6 +25,7 @@ from ._priority import PriorityLane
 from ._settle import ABANDONED, Settle
 from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY, Shard
 from ._state import State
+from ._threads import mark_engine_thread
 
 __all__ = ["Workers", "current_shard"]
 
@@ -90,6 +91,7 @@ class Workers:
 
     # -- the loops -----------------------------------------------------------------------------
     def _lane_loop(self) -> None:
+        mark_engine_thread(self.st)
         while not self.st.stopping:
             try:
                 self.lane.run_thread()
@@ -97,6 +99,7 @@ class Workers:
                 log.critical("priority lane thread error (continuing)", exc_info=True)
 
     def _loop(self, index: int) -> None:
+        mark_engine_thread(self.st)
         st = self.st
         sched = self.sched
         ready = st.ready

@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-import gc
-import logging
-import sys
-import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
-from .._errors import Closed, ConfigError, ConfigTypeError, Full, SluicewayError
+from .._errors import Closed, ConfigError, ConfigTypeError, Full
 from .._policy import Breaker, Retry
 from .._records import DeadLetter, DrainReport, ShardStats, Stats
 from .._types import BatchHandler, ItemHandler, KeyFunc
 from ._admit import make_submit, make_submit_many, submit_tracked
-from ._aio import AsyncWaiter, LoopHost, is_async
+from ._aio import AsyncWaiter, LoopHost, is_async, refuse_on_loop
 from ._balance import Balancer
 from ._claim import Scheduler, Signal, Waiter
 from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
 from ._handle import Workers
 from ._histogram import HistogramSnapshot
+from ._lifecycle import Lifecycle
+from ._orphans import watch
 from ._outcome import Outcomes
 from ._priority import PriorityLane
 from ._settle import Settle
 from ._sink import Sink
-from ._slots import SKIP
 from ._state import State
-from ._stop import abandon
+from ._waiters import wait_finished
 
 __all__ = ["Pipeline"]
-
-JOIN_GRACE = 1.0  # seconds to wait for threads after the drain, before calling them stuck
-SINK_GRACE = 10.0  # seconds the dead-letter sink gets after a drain to take its records
-log = logging.getLogger("sluiceway")
 
 
 class Pipeline:
@@ -69,7 +63,19 @@ class Pipeline:
     collector's first threshold (``gc.set_threshold``) while the pipeline runs: queued items
     outlive the default 700 allocations, so every one of them is traversed by a young
     collection, which costs up to a third of the engine's time under saturation; 10,000
-    avoids most of that. Both are process-wide, hence opt-in, and restored at shutdown.
+    avoids most of that. Both are process-wide, hence opt-in; while several pipelines run,
+    the most demanding request applies (smallest interval, largest threshold), and the
+    interpreter's own values come back when the last of them shuts down.
+
+    Lifecycle: call ``shutdown()`` (or use ``with``/``async with``). A started pipeline that
+    is garbage-collected without it issues a ``ResourceWarning`` and is shut down by a
+    background thread (its accepted items are drained first, for at most
+    ``drain_timeout``, default 30 s). At interpreter exit, pipelines still running are shut
+    down the same way and a line is logged (logger ``"sluiceway"``) with how many items
+    were drained and dead-lettered. ``shutdown()`` may be called from several threads at
+    once, each waiting for at most its own ``timeout``; it raises ``SluicewayError`` on one
+    of the pipeline's own threads (in a handler or callback). In a child made by
+    ``os.fork()``, a pipeline of the parent raises ``Closed``: create a new one there.
     """
 
     def __init__(
@@ -105,6 +111,12 @@ class Pipeline:
         if priority_handler is not None and is_async(priority_handler):
             priority_handler = self._host.wrap(priority_handler)  # type: ignore[arg-type]
             self._uses_loop = True
+        # Completions refuse a blocking wait() on the handlers' loop (see submit_tracked).
+        self._completion_guard: Callable[[], None] | None = None
+        if self._uses_loop:
+            self._completion_guard = partial(
+                refuse_on_loop, self._host, "Completion.wait", "await completion"
+            )
         self._cfg = Config.build(
             handler,
             shards=shards,
@@ -124,13 +136,17 @@ class Pipeline:
             raise ConfigTypeError("breaker", "must be a sluiceway.Breaker or None")
         if dead_letter is not None and not callable(dead_letter):
             raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
-        self._switch_interval = check_seconds("switch_interval", switch_interval, allow_none=True)
+        self._switch_interval = check_seconds(
+            "switch_interval", switch_interval, allow_none=True, setting=True
+        )
         if self._switch_interval == 0:
             raise ConfigTypeError("switch_interval", "must be > 0")
         self._gc_threshold = (
             None if gc_threshold is None else check_positive_int("gc_threshold", gc_threshold)
         )
-        self._drain_timeout = check_seconds("drain_timeout", drain_timeout, allow_none=True)
+        self._drain_timeout = check_seconds(
+            "drain_timeout", drain_timeout, allow_none=True, setting=True
+        )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._memory = MemoryDeadLetters() if dead_letter is None else None
         sink = self._memory if self._memory is not None else dead_letter
@@ -144,7 +160,7 @@ class Pipeline:
         hi = check_positive_int("max_batch", hi)
         if not lo <= self._cfg.batch_size <= hi:
             raise ConfigError("batch_size", f"must lie within min_batch..max_batch ({lo}..{hi})")
-        interval = check_seconds("balance_interval", balance_interval)
+        interval = check_seconds("balance_interval", balance_interval, setting=True)
         assert interval is not None
         self._balancer = Balancer(
             st,
@@ -154,16 +170,24 @@ class Pipeline:
             steal=bool(steal),
             interval=interval,
         )
-        self._sink = Sink(sink)
+        self._sink = Sink(sink, owner=st)
         self._outcomes = Outcomes(st, self._sink, sched.wake_waiters)
         self._settle = Settle(self._outcomes, retry, self._host)
         self._lane = PriorityLane(st, self._settle)
         self._workers = Workers(st, sched, self._settle, self._lane, self._balancer)
-        self._lifecycle = threading.Lock()
-        self._started = False
-        self._report: DrainReport | None = None
-        self._saved_interval: float | None = None
-        self._saved_gc: tuple[int, ...] | None = None
+        self._life = Lifecycle(
+            st,
+            sched,
+            self._clock,
+            self._settle,
+            self._lane,
+            self._workers,
+            self._host,
+            uses_loop=self._uses_loop,
+            switch_interval=self._switch_interval,
+            gc_threshold=self._gc_threshold,
+            drain_timeout=self._drain_timeout,
+        )
         # The hot paths are closures specialised for this pipeline's shape; they shadow
         # the documented methods below on the instance.
         self.submit = make_submit(st, sched, self._lane)  # type: ignore[method-assign]
@@ -195,8 +219,9 @@ class Pipeline:
 
     def submit_tracked(self, items: Iterable[Any], priority: bool = False) -> Completion:
         """Like ``submit_many``, returning a :class:`Completion` handle to wait on."""
+        self._life.refuse_if_forked()
         batch = items if isinstance(items, list) else list(items)
-        return submit_tracked(self._st, self._sched, batch, priority)
+        return submit_tracked(self._st, self._sched, batch, priority, self._completion_guard)
 
     def put(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
         """Admit ``item``, waiting for room if needed (without spinning).
@@ -231,20 +256,8 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
         """Start the worker threads. Items submitted before are queued, not lost."""
-        with self._lifecycle:
-            if self._report is not None or self._st.closed:
-                raise Closed("a pipeline cannot be restarted after shutdown")
-            if not self._started:
-                self._started = True
-                if self._switch_interval is not None:
-                    self._saved_interval = sys.getswitchinterval()
-                    sys.setswitchinterval(self._switch_interval)
-                if self._gc_threshold is not None:
-                    self._saved_gc = gc.get_threshold()
-                    gc.set_threshold(self._gc_threshold, *self._saved_gc[1:])
-                if self._uses_loop:
-                    self._host.start()
-                self._workers.start()
+        if self._life.start():
+            watch(self, self._life)  # dropped without shutdown, exit, fork: see _orphans
         return self
 
     def flush(self) -> None:
@@ -254,124 +267,35 @@ class Pipeline:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every item accepted so far has an outcome; False on timeout.
 
-        Partial batches still wait for ``max_delay`` (or call ``flush()`` first). Dead
-        letters have reached the sink (or are kept in memory after it failed) on return.
+        Partial batches still wait for ``max_delay`` (or call ``flush()`` first). Raises
+        ``SluicewayError`` on the event loop that runs the async handlers.
         """
+        self._not_on_loop("wait_idle", "await loop.run_in_executor(None, p.wait_idle)")
+        self._life.refuse_if_forked()
         st = self._st
-        sched = self._sched
-        finished = self._outcomes.finished
         target = st.accepted()
         wait_for = check_seconds("timeout", timeout, allow_none=True)
         deadline = None if wait_for is None else st.now() + wait_for
-        while finished() < target:
-            waiter = Waiter()
-            sched.add_waiter(sched.idle_waiters, waiter)
-            try:
-                if finished() >= target:
-                    break
-                remaining = None if deadline is None else deadline - st.now()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._clock.wait(waiter.lock, remaining)
-            finally:
-                sched.remove_waiter(sched.idle_waiters, waiter)
-        remaining = None if deadline is None else max(0.0, deadline - st.now())
-        return self._sink.wait_idle(remaining)
+        return wait_finished(self._life, target, deadline)
 
     def shutdown(self, timeout: float | None = None) -> DrainReport:
         """Refuse new items at once, drain every accepted one, stop the threads.
 
         Items still unfinished after ``timeout`` seconds are dead-lettered with reason
-        ``"shutdown-timeout"`` (an item whose handler call returns after that stays
-        dead-lettered). Safe to call more than once and from several threads: each call
-        waits at most its own ``timeout``, and all return the same report.
+        ``"shutdown-timeout"``. Safe to call more than once, and from several threads at
+        once: each caller waits for at most its own ``timeout`` (plus the second it may
+        take to stop the threads), and every caller returns the same report. Raises
+        ``SluicewayError`` on one of the pipeline's own threads (inside a handler, an
+        ``on_done`` callback or a dead-letter sink), where it would wait for itself.
         """
         wait_for = check_seconds("timeout", timeout, allow_none=True)
-        if self._report is not None:
-            return self._report
-        self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
-        self._close()
-        drained = self.wait_idle(wait_for)
-        with self._lifecycle:
-            if self._report is not None:
-                return self._report
-            st = self._st
-            accepted = st.accepted()
-            unfinished = 0
-            if not drained:
-                unfinished = abandon(st, self._sched, self._settle, self._lane, self._outcomes)
-                log.warning(
-                    "shutdown timed out after %ss: %d unfinished items dead-lettered",
-                    wait_for,
-                    unfinished,
-                    extra={"unfinished": unfinished},
-                )
-            self._sched.stop()
-            stuck = self._workers.join(JOIN_GRACE if drained else 0.1)
-            if stuck:
-                log.error(
-                    "%d engine threads are stuck in a handler call and were left behind",
-                    stuck,
-                    extra={"stuck_threads": stuck},
-                )
-            else:
-                self._host.stop()
-            self._sink.stop(SINK_GRACE if drained else 0.1)
-            self._restore_tuning()
-            done, dead, _ = self._outcomes.counts()
-            self._report = DrainReport(
-                accepted=accepted,
-                processed=sum(done),
-                dead_lettered=sum(dead),
-                unfinished=unfinished,
-                timed_out=not drained,
-                stuck_threads=stuck,
-                undelivered=len(self._sink.undelivered()) + self._sink.overflow,
-            )
-            return self._report
-
-    def _restore_tuning(self) -> None:
-        if self._saved_interval is not None:
-            sys.setswitchinterval(self._saved_interval)
-        if self._saved_gc is not None:
-            gc.set_threshold(*self._saved_gc)
-
-    def _close_slots(self) -> None:
-        for shard in self._st.shards:
-            if shard.slots is not None:
-                shard.slots.close()
-
-    def _close(self) -> None:
-        """Begin shutting down (once): refuse, make partial batches due, wake everyone."""
-        with self._lifecycle:
-            st = self._st
-            if st.closed:
-                return
-            st.closed = True
-            self._sched.drain()  # before the pools close: cuts from here on are shutdown's
-            if st.pool is not None:
-                cleared = st.pool.close(self._close_slots)
-                if cleared:  # unkeyed: their slots are complete with SKIP in their place
-                    st.skips.add(len(cleared))
-                    for token in cleared:
-                        token(SKIP)  # type: ignore[operator]
-            else:
-                for pool in st.pools():
-                    pool.close()
-            st.ptokens.close()
-            self._sched.wake_waiters()
-            if not self._started:
-                self._started = True
-                if self._uses_loop:
-                    self._host.start()
-                self._workers.start()
-            self._sched.wake_all()
+        if self._life.report is None:
+            self._not_on_loop("shutdown", "await p.ashutdown(...) or async with")
+        return self._life.shutdown(wait_for)
 
     def _not_on_loop(self, what: str, instead: str) -> None:
-        if self._uses_loop and self._host.on_loop_thread():
-            raise SluicewayError(
-                f"{what}() would block the event loop the async handlers run on; use {instead}"
-            )
+        if self._uses_loop:
+            refuse_on_loop(self._host, what, instead)
 
     async def aput(self, item: Any, priority: bool = False, timeout: float | None = None) -> None:
         """Admit ``item``, waiting for room without blocking the event loop.
@@ -412,8 +336,8 @@ class Pipeline:
         """``shutdown`` without blocking the event loop (async handlers keep running)."""
         import asyncio  # noqa: PLC0415 - asyncio loads only for pipelines used from a loop
 
-        if self._report is not None:
-            return self._report
+        if self._life.report is not None:
+            return self._life.report
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._shutdown_off_loop, timeout)
 

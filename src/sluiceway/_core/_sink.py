@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .._records import DeadLetter
+from ._threads import mark_engine_thread
 
 __all__ = ["Sink"]
 
@@ -27,8 +28,9 @@ log = logging.getLogger("sluiceway")
 class Sink:
     """Delivers dead-letter records to the user's sink, off the engine's threads."""
 
-    def __init__(self, sink: DeadLetterSink) -> None:
+    def __init__(self, sink: DeadLetterSink, owner: object) -> None:
         self.sink = sink
+        self.owner = owner  # the pipeline's State: this thread is one of its engine threads
         self.listeners: list[DeadLetterSink] = []  # told after the sink (integrations)
         self.queue: deque[list[DeadLetter]] = deque()
         self.lock = threading.Lock()
@@ -79,6 +81,7 @@ class Sink:
             return list(self.backlog)
 
     def _run(self) -> None:
+        mark_engine_thread(self.owner)
         while True:
             with self.changed:
                 while not self.queue and not self.stopping:
