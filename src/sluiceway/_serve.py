@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,13 +32,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._factory import load_factory
+from ._core._pipeline import Pipeline
+from ._factory import FactoryError, build_pipeline, load_factory
 from .http import ingest_app
 
 __all__ = ["SummedMetrics", "app_factory", "serve", "serve_command"]
 
 ENV = "SLUICEWAY_SERVE"
 WRITE_EVERY = 0.5
+# The pipeline serve() built in this process to check the factory; with one worker,
+# uvicorn runs the app in this same process and uses it instead of calling the factory again.
+_checked: list[Pipeline] = []
 
 
 class SummedMetrics(Collector):
@@ -66,11 +73,15 @@ class SummedMetrics(Collector):
 def app_factory() -> Any:
     """The uvicorn app factory each worker process calls (options come from the env)."""
     options = json.loads(os.environ[ENV])
-    factory = load_factory(options["factory"])
+    spec = options["factory"]
+    if _checked:
+        pipeline: Pipeline = _checked.pop()
+    else:
+        pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
     app = ingest_app(
-        factory,
+        pipeline,
         token=options.get("token"),
         max_body=options["max_body"],
         registry=registry,
@@ -123,17 +134,37 @@ def serve(
     token: str | None = None,
     max_body: int = 8 * 2**20,
 ) -> int:
-    """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit."""
-    load_factory(factory)  # fail early, in the parent, on a wrong spec
+    """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
+
+    The factory is imported with the working directory first on ``sys.path`` and called
+    once here, so that a wrong spec fails before any worker starts (:class:`FactoryError`).
+    With one worker that pipeline is the one served; with several, each worker process
+    calls the factory again and this one is shut down unused.
+    """
+    cwd = os.getcwd()
+    checked = build_pipeline(factory, load_factory(factory, cwd))
+    if workers == 1:
+        _checked[:] = [checked]
+    else:
+        checked.shutdown(0)
     with tempfile.TemporaryDirectory(prefix="sluiceway-metrics-") as directory:
         os.environ[ENV] = json.dumps(
-            {"factory": factory, "metrics_dir": directory, "token": token, "max_body": max_body}
+            {
+                "factory": factory,
+                "directory": cwd,
+                "metrics_dir": directory,
+                "token": token,
+                "max_body": max_body,
+            }
         )
         server = None
         if metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+        # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
+        # default handler that would kill this process before the clean-up below.
+        previous = signal.signal(signal.SIGTERM, _drained)
         try:
             uvicorn.run(
                 "sluiceway._serve:app_factory",
@@ -146,14 +177,27 @@ def serve(
                 timeout_graceful_shutdown=60,
             )
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()
     return 0
 
 
+def _drained(signum: int, frame: FrameType | None) -> None:
+    """The SIGTERM uvicorn re-raises after its graceful shutdown: nothing left to do."""
+
+
 def serve_command(args: Any) -> int:
-    """``sluiceway serve`` with parsed arguments."""
+    """``sluiceway serve`` with parsed arguments; a bad factory is one line and status 2."""
+    try:
+        return _serve(args)
+    except FactoryError as exc:
+        print(f"sluiceway serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: Any) -> int:
     return serve(
         args.factory,
         host=args.host,

@@ -65,8 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
     bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
     bench.add_argument("--no-live", action="store_true", help="no live display")
-    serve = sub.add_parser("serve", help="run the HTTP ingest service (uvicorn)")
-    serve.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP ingest service (uvicorn)",
+        description="Run the HTTP ingest service. The working directory is put first on "
+        "sys.path (as uvicorn and gunicorn do), so `sluiceway serve myapp:make_pipeline` "
+        "works from the folder holding myapp.py.",
+    )
+    serve.add_argument(
+        "factory",
+        help="module:function returning a sluiceway.Pipeline, imported from the working "
+        "directory first",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="processes, one pipeline each")
