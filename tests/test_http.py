@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 import sluiceway as sw
 from sluiceway.http import ingest_app
@@ -354,3 +357,67 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         processed.extend(int(x) for x in f.read_text().split())
     assert len(accepted) >= 1000
     assert sorted(processed) == sorted(accepted)
+
+
+def test_a_failing_key_is_a_400_and_leaks_no_capacity(serve: Any) -> None:
+    """A body with one event lacking the key: 400 naming it, nothing admitted.
+
+    An idle keyed pipeline of capacity 8 still admits 8 events after several such bodies.
+    """
+    gate = Gate()
+    gate.open.clear()
+    r, p = serve(sw.Pipeline(gate, shards=1, capacity=8, key=lambda e: e["k"]))
+    good = b"".join(b'{"k": %d}\n' % i for i in range(5))
+    for query in ("", "?wait=true", ""):
+        bad = httpx.post(f"{r.url}/v1/events{query}", content=good + b'{"id": 9}\n', headers=NDJSON)
+        assert bad.status_code == 400
+        assert (bad.json()["line"], bad.json()["index"]) == (6, 5)
+        assert "key function" in bad.json()["error"]
+    array = httpx.post(f"{r.url}/v1/events", json=[{"k": 1}, {"k": [1]}])
+    assert (array.status_code, array.json()["line"]) == (400, 2)
+    assert p.stats().accepted == 0
+    full = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(8)).replace(b"id", b"k"),
+                      headers=NDJSON)  # fmt: skip
+    assert (full.status_code, full.json()) == (202, {"accepted": 8})
+    gate.open.set()
+
+
+def test_mounted_app_starts_on_first_use(serve: Any) -> None:
+    """Mounted without the host including its lifespan, the app starts its pipeline lazily."""
+    gate = Gate()
+    host = Starlette(routes=[Mount("/ingest", app=ingest_app(lambda: sw.Pipeline(gate)))])
+    r = Running(host)
+    try:
+        resp = httpx.post(f"{r.url}/ingest/v1/events?wait=true", json=[{"id": 1}])
+        assert (resp.status_code, resp.json()["processed"]) == (202, 1)
+        assert httpx.get(f"{r.url}/ingest/readyz").status_code == 200
+    finally:
+        r.stop()
+    assert gate.seen == [{"id": 1}]
+
+
+def test_host_lifespan_drains_the_mounted_pipeline() -> None:
+    """With the app's lifespan in the host's, the host's shutdown drains the pipeline."""
+    gate = Gate()
+    gate.open.clear()
+    pipelines: list[sw.Pipeline] = []
+
+    def factory() -> sw.Pipeline:
+        pipelines.append(sw.Pipeline(gate, shards=2, batch_size=8))
+        return pipelines[-1]
+
+    ingest = ingest_app(factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with ingest.router.lifespan_context(app):
+            yield
+
+    r = Running(Starlette(routes=[Mount("/ingest", app=ingest)], lifespan=lifespan))
+    resp = httpx.post(f"{r.url}/ingest/v1/events", content=_ndjson(range(100)), headers=NDJSON)
+    assert resp.status_code == 202
+    assert not pipelines[0].closed
+    gate.open.set()
+    r.stop()
+    assert pipelines[0].closed
+    assert sorted(e["id"] for e in gate.seen) == list(range(100))

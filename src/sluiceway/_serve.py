@@ -11,7 +11,9 @@ like ``--metrics-port`` on the parent, serves the sum over all workers.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -34,11 +36,15 @@ from starlette.routing import Route
 
 from ._core._pipeline import Pipeline
 from ._factory import FactoryError, build_pipeline, load_factory
-from .http import ingest_app
+from .http import Ingest, ingest_app
 
 __all__ = ["SummedMetrics", "app_factory", "serve", "serve_command"]
 
+log = logging.getLogger("sluiceway.serve")
+
 ENV = "SLUICEWAY_SERVE"
+DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
 # The pipeline serve() built in this process to check the factory; with one worker,
 # uvicorn runs the app in this same process and uses it instead of calling the factory again.
@@ -86,7 +92,10 @@ def app_factory() -> Any:
         max_body=options["max_body"],
         registry=registry,
         name=options.get("name", "http"),
+        drain_timeout=options["drain_timeout"],
+        dead_letters=options["dead_letters"],
     )
+    ingest: Ingest = app.state.sluiceway
     summed = CollectorRegistry()
     summed.register(SummedMetrics(directory))
     own = directory / f"{os.getpid()}.prom"
@@ -105,13 +114,17 @@ def app_factory() -> Any:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
+        _log_to_stderr()
         async with inner(a):
+            _drain_on_signals(ingest, asyncio.get_running_loop())
             t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
             t.start()
             try:
                 yield
             finally:
                 stop.set()
+                _begin_drain(ingest)
+        _log_report(ingest)
         write()  # after the drain: the final counts
 
     app.router.lifespan_context = lifespan
@@ -124,6 +137,69 @@ def app_factory() -> Any:
     return app
 
 
+def _log_to_stderr() -> None:
+    """Send ``sluiceway.*`` INFO records to stderr unless logging was configured already."""
+    root = logging.getLogger("sluiceway")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def _begin_drain(ingest: Ingest) -> None:
+    """Start the drain now (once), and say so."""
+    if ingest.report is None and not ingest.draining().is_set():
+        p = ingest.pipeline
+        log.info(
+            "drain started (pid %d): %d events in flight, drain timeout %ss",
+            os.getpid(),
+            0 if p is None else p.stats().in_flight,
+            ingest.drain_timeout,
+        )
+    ingest.begin_drain()
+
+
+def _drain_on_signals(ingest: Ingest, loop: asyncio.AbstractEventLoop) -> None:
+    """On SIGTERM/SIGINT, begin the drain at once, then let uvicorn's handler run.
+
+    uvicorn's own shutdown first waits for open connections; a ``?wait=true`` request would
+    hold it until its events are processed. Draining from the signal answers those with 503
+    at once. uvicorn restores its predecessors' handlers when it returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(_begin_drain, ingest)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _log_report(ingest: Ingest) -> None:
+    report = ingest.report
+    if report is None:
+        return
+    if ingest.dead_letters is not None and ingest.pipeline is not None:
+        where = f"{ingest.dead_letters.written} dead letters appended to {ingest.dead_letters.path}"
+    else:
+        where = "dead letters went to the pipeline's own dead_letter sink"
+    log.info(
+        "drain finished (pid %d): %d accepted, %d processed, %d dead-lettered "
+        "(%d unfinished at the drain timeout); %s",
+        os.getpid(),
+        report.accepted,
+        report.processed,
+        report.dead_lettered,
+        report.unfinished,
+        where,
+    )
+
+
 def serve(
     factory: str,
     *,
@@ -133,6 +209,8 @@ def serve(
     metrics_port: int | None = None,
     token: str | None = None,
     max_body: int = 8 * 2**20,
+    drain_timeout: float | None = 30.0,
+    dead_letters: str | None = DEFAULT_DEAD_LETTERS,
 ) -> int:
     """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
 
@@ -141,6 +219,7 @@ def serve(
     With one worker that pipeline is the one served; with several, each worker process
     calls the factory again and this one is shut down unused.
     """
+    _log_to_stderr()
     cwd = os.getcwd()
     checked = build_pipeline(factory, load_factory(factory, cwd))
     if workers == 1:
@@ -155,6 +234,8 @@ def serve(
                 "metrics_dir": directory,
                 "token": token,
                 "max_body": max_body,
+                "drain_timeout": drain_timeout,
+                "dead_letters": None if not dead_letters else os.path.abspath(dead_letters),
             }
         )
         server = None
@@ -206,4 +287,6 @@ def _serve(args: Any) -> int:
         metrics_port=args.metrics_port,
         token=args.token,
         max_body=args.max_body,
+        drain_timeout=args.drain_timeout,
+        dead_letters=args.dead_letters,
     )

@@ -83,6 +83,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=None, help="summed /metrics here")
     serve.add_argument("--token", default=None, help="require this bearer token")
     serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, drain each pipeline for this long; what is left is "
+        "dead-lettered (default 30)",
+    )
+    serve.add_argument(
+        "--dead-letters",
+        default="sluiceway-dead-letters.jsonl",
+        metavar="PATH",
+        help="JSONL file to which the dead letters of a pipeline using the default "
+        "in-memory sink are appended, including events not drained in time (default "
+        "./sluiceway-dead-letters.jsonl; '' to keep them in memory only)",
+    )
 
     worker = sub.add_parser("worker", help="consume a NATS JetStream stream into a pipeline")
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")

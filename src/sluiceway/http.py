@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,8 +48,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import prometheus as swp
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
+from ._deadletters import JsonlDeadLetters
+from ._errors import InvalidItem
+from ._records import DrainReport
 
-__all__ = ["BadBody", "ingest_app", "parse_body"]
+__all__ = ["BadBody", "Ingest", "ingest_app", "parse_body"]
+
+log = logging.getLogger("sluiceway.http")
 
 JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -114,6 +121,109 @@ def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(data), status, headers=headers, media_type=JSON)
 
 
+class Ingest:
+    """The state behind one ingest app (``app.state.sluiceway``): its pipeline and drain.
+
+    The pipeline is built and started by the app's lifespan, or on first use when the app
+    is mounted in a host that does not run it. The drain begins once, with
+    :meth:`begin_drain` (``sluiceway serve`` calls it on SIGTERM) or at lifespan shutdown.
+    """
+
+    def __init__(
+        self,
+        source: Pipeline | Callable[[], Pipeline],
+        *,
+        drain_timeout: float | None,
+        dead_letters: str | os.PathLike[str] | None,
+        registry: CollectorRegistry,
+        name: str,
+    ) -> None:
+        self.source = source
+        self.drain_timeout = drain_timeout
+        self.dead_letters = None if dead_letters is None else JsonlDeadLetters(dead_letters)
+        self.registry = registry
+        self.name = name
+        self.pipeline: Pipeline | None = None
+        self.report: DrainReport | None = None
+        self.lifespan_started = False
+        self._drain: asyncio.Task[DrainReport] | None = None
+        self._draining: asyncio.Event | None = None  # created on the serving loop
+
+    def current(self) -> Pipeline:
+        """The running pipeline; built and started now if the lifespan did not run."""
+        if self.pipeline is None:
+            if not self.lifespan_started:
+                log.warning(
+                    "ingest app %r started on first use: no lifespan ran, so nothing will "
+                    "drain its pipeline at shutdown (include app.router.lifespan_context "
+                    "in the host app's lifespan)",
+                    self.name,
+                )
+            self.start()
+        assert self.pipeline is not None
+        return self.pipeline
+
+    def start(self) -> None:
+        """Build the pipeline (calling the factory), register its metrics, start it."""
+        source = self.source
+        p = source if isinstance(source, Pipeline) else source()
+        if not isinstance(p, Pipeline):
+            raise TypeError(f"the factory returned {type(p).__name__}, not a Pipeline")
+        if self.dead_letters is not None and _keeps_dead_letters_in_memory(p):
+            p.add_dead_letter_listener(self.dead_letters)
+        swp.register(p, self.registry, name=self.name)
+        p.start()
+        self.pipeline = p
+
+    def draining(self) -> asyncio.Event:
+        """Set once the drain has begun (answers open ``?wait=true`` requests with 503)."""
+        if self._draining is None:
+            self._draining = asyncio.Event()
+        return self._draining
+
+    def begin_drain(self) -> asyncio.Task[DrainReport]:
+        """Start draining (once; on the serving loop); the task ends with the report."""
+        if self._drain is None:
+            self.draining().set()
+            self._drain = asyncio.get_running_loop().create_task(self._drained())
+        return self._drain
+
+    async def _drained(self) -> DrainReport:
+        p = self.pipeline
+        if p is None:  # never started: nothing was accepted
+            self.report = DrainReport(0, 0, 0, 0, timed_out=False)
+        else:
+            self.report = await p.ashutdown(self.drain_timeout)
+            swp.unregister(self.name, self.registry)
+        return self.report
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Start the pipeline; at shutdown, drain it (``drain_timeout``)."""
+        self.lifespan_started = True
+        if self.pipeline is None:
+            self.start()
+        try:
+            yield
+        finally:
+            await self.begin_drain()
+
+
+def _keeps_dead_letters_in_memory(p: Pipeline) -> bool:
+    try:
+        p.dead_letters  # noqa: B018 - raises unless the default in-memory sink is in use
+    except AttributeError:
+        return False
+    return True
+
+
+def _line_of(index: int, body: bytes, content_type: str) -> int:
+    """The 1-based line (NDJSON) or element (JSON array) of the event at ``index``."""
+    if content_type == JSON:
+        return index + 1
+    return [n for n, raw in enumerate(body.split(b"\n"), 1) if raw.strip()][index]
+
+
 def ingest_app(
     pipeline: Pipeline | Callable[[], Pipeline],
     *,
@@ -124,22 +234,27 @@ def ingest_app(
     name: str = "http",
     drain_timeout: float | None = 30.0,
     registry: CollectorRegistry | None = None,
+    dead_letters: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
-    The app starts the pipeline at startup and drains it at shutdown (``drain_timeout``).
-    ``token`` enables bearer-token auth (compared in constant time). ``validate(event)``
-    may raise to reject an event (the request then gets 400 and nothing is admitted).
+    The app starts the pipeline at startup and drains it at shutdown (``drain_timeout``);
+    mounted in a host app that does not run its lifespan, it starts the pipeline on first
+    use (include ``app.router.lifespan_context`` in the host's lifespan so that shutdown
+    drains it). ``token`` enables bearer-token auth (compared in constant time).
+    ``validate(event)`` may raise to reject an event (the request then gets 400 and nothing
+    is admitted). ``dead_letters``: a JSONL file to which the dead letters of a pipeline
+    using the default in-memory sink are also appended, so that events accepted with 202
+    but not drained in time are kept.
     """
-    state: dict[str, Pipeline] = {}
-    metrics_registry = registry if registry is not None else CollectorRegistry()
+    ingest = Ingest(
+        pipeline,
+        drain_timeout=drain_timeout,
+        dead_letters=dead_letters,
+        registry=registry if registry is not None else CollectorRegistry(),
+        name=name,
+    )
     expected = None if token is None else f"Bearer {token}".encode()
-
-    def current() -> Pipeline:
-        p = state.get("pipeline")
-        if p is None:
-            raise RuntimeError("the app has not started (no lifespan startup yet)")
-        return p
 
     def authorised(request: Request) -> bool:
         if expected is None:
@@ -151,7 +266,7 @@ def ingest_app(
         if not authorised(request):
             return _json(401, {"error": "missing or wrong bearer token"},
                          {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        p = current()
+        p = ingest.current()
         if p.closed:
             return _json(503, {"error": "draining"}, {"Retry-After": "5"})
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -166,66 +281,69 @@ def ingest_app(
             if size > max_body:
                 return _json(413, {"error": f"body larger than {max_body} bytes"})
             chunks.append(chunk)
+        body = b"".join(chunks)
         try:
-            batch = parse_body(b"".join(chunks), content_type, validate)
+            batch = parse_body(body, content_type, validate)
         except BadBody as exc:
             return _json(400, {"error": exc.message, "line": exc.line})
         priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
         wait = request.query_params.get("wait", "").lower() in ("1", "true")
+        try:
+            if wait:
+                completion = p.submit_tracked(batch, priority)
+            else:
+                accepted = p.submit_many(batch, priority)
+        except InvalidItem as exc:
+            line = _line_of(exc.index, body, content_type)
+            return _json(400, {"error": str(exc), "line": line, "index": exc.index})
         if wait:
-            completion = p.submit_tracked(batch, priority)
             accepted = completion.accepted
-            await _settled(completion)
-            body: dict[str, Any] = {
+            settled = await _settled(completion, ingest.draining())
+            out: dict[str, Any] = {
                 "accepted": accepted,
                 "processed": completion.processed,
                 "dead_lettered": completion.dead_lettered,
             }
+            if not settled:
+                return _json(503, {**out, "error": "draining: the accepted events are held "
+                                   "(drained or dead-lettered)"}, {"Retry-After": "5"})  # fmt: skip
         else:
-            accepted = p.submit_many(batch, priority)
-            body = {"accepted": accepted}
+            out = {"accepted": accepted}
         if accepted == len(batch):
-            return _json(202, body)
+            return _json(202, out)
         if p.closed:
-            return _json(503, {**body, "error": "draining"}, {"Retry-After": "5"})
-        return _json(429, body, {"Retry-After": str(max(1, math.ceil(retry_after)))})
+            return _json(503, {**out, "error": "draining"}, {"Retry-After": "5"})
+        return _json(429, out, {"Retry-After": str(max(1, math.ceil(retry_after)))})
 
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        p = state.get("pipeline")
-        ready = p is not None and not p.closed and not p._st.suspended
+        p = ingest.pipeline
+        ready = p is not None and p.accepting
         return _json(200 if ready else 503, {"ready": ready})
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(metrics_registry), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(ingest.registry), media_type="text/plain; version=0.0.4")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        p = pipeline() if callable(pipeline) and not isinstance(pipeline, Pipeline) else pipeline
-        state["pipeline"] = p
-        swp.register(p, metrics_registry, name=name)
-        p.start()
-        try:
-            yield
-        finally:
-            await p.ashutdown(drain_timeout)
-            swp.unregister(name, metrics_registry)
-
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/events", events, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],
-        lifespan=lifespan,
+        lifespan=ingest.lifespan,
     )
+    app.state.sluiceway = ingest
+    return app
 
 
-async def _settled(completion: Completion) -> None:
-    """Wait, without blocking the loop, until every admitted item has an outcome."""
+async def _settled(completion: Completion, draining: asyncio.Event) -> bool:
+    """Wait, without blocking the loop, for every admitted item's outcome (True) or the drain.
+
+    False when the drain began first.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -238,4 +356,9 @@ async def _settled(completion: Completion) -> None:
             loop.call_soon_threadsafe(resolve)
 
     completion.add_done_callback(fire)
-    await done
+    drain = asyncio.ensure_future(draining.wait())
+    try:
+        await asyncio.wait((done, drain), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        drain.cancel()
+    return done.done()
