@@ -385,14 +385,16 @@ def test_a_failing_key_is_a_400_and_leaks_no_capacity(serve: Any) -> None:
 def test_mounted_app_starts_on_first_use(serve: Any) -> None:
     """Mounted without the host including its lifespan, the app starts its pipeline lazily."""
     gate = Gate()
-    host = Starlette(routes=[Mount("/ingest", app=ingest_app(lambda: sw.Pipeline(gate)))])
-    r = Running(host)
+    ingest = ingest_app(lambda: sw.Pipeline(gate))
+    r = Running(Starlette(routes=[Mount("/ingest", app=ingest)]))
     try:
+        assert httpx.get(f"{r.url}/ingest/readyz").status_code == 503  # not started yet
         resp = httpx.post(f"{r.url}/ingest/v1/events?wait=true", json=[{"id": 1}])
         assert (resp.status_code, resp.json()["processed"]) == (202, 1)
         assert httpx.get(f"{r.url}/ingest/readyz").status_code == 200
     finally:
         r.stop()
+        ingest.state.sluiceway.pipeline.shutdown()  # no lifespan ran to do it
     assert gate.seen == [{"id": 1}]
 
 
@@ -421,3 +423,63 @@ def test_host_lifespan_drains_the_mounted_pipeline() -> None:
     r.stop()
     assert pipelines[0].closed
     assert sorted(e["id"] for e in gate.seen) == list(range(100))
+
+
+def _raw_post(url: str, length: int, body: bytes) -> socket.socket:
+    """Open a connection and send a POST's headers declaring ``length`` and ``body``."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=WAIT)
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/x-ndjson\r\n"
+        f"content-length: {length}\r\n\r\n"
+    )
+    conn.sendall(head.encode() + body)
+    return conn
+
+
+def _raw_answer(conn: socket.socket) -> str:
+    """The status line and headers the server sent back on ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, "connection closed before an answer"
+        data += chunk
+    return data.decode("latin-1").lower()
+
+
+def test_bytes_in_flight_are_capped_without_reading_the_body(serve: Any) -> None:
+    """Beyond max_inflight_bytes of bodies being read, a request gets 503 and Retry-After.
+
+    The answer comes before its body is sent; once the first body is read, room is back.
+    """
+    r, _ = serve(sw.Pipeline(Gate()), max_inflight_bytes=1000)
+    ingest = r.server.config.app.state.sluiceway
+    first_body = _ndjson(range(70))  # 760 bytes
+    slow = _raw_post(r.url, len(first_body), first_body[:100])  # the rest comes later
+    deadline = time.monotonic() + WAIT
+    while ingest.inflight_bytes == 0:  # the server is reading the slow body
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    blocked = _raw_post(r.url, 500, b"")  # headers only: the body is never sent
+    answer = _raw_answer(blocked)
+    assert answer.startswith("http/1.1 503")
+    assert "retry-after: 1" in answer
+    blocked.close()
+    slow.sendall(first_body[100:])
+    assert _raw_answer(slow).startswith("http/1.1 202")
+    slow.close()
+    after = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(40)), headers=NDJSON)
+    assert after.status_code == 202
+    assert ingest.inflight_bytes == 0
+
+
+def test_protect_metrics_requires_the_token(serve: Any) -> None:
+    """With protect_metrics, /metrics answers 401 without the bearer token, 200 with it."""
+    r, _ = serve(sw.Pipeline(Gate()), token="s3cret", protect_metrics=True)
+    assert httpx.get(f"{r.url}/metrics").status_code == 401
+    ok = httpx.get(f"{r.url}/metrics", headers={"authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert "sluiceway_items_accepted_total" in ok.text
+    assert httpx.get(f"{r.url}/healthz").status_code == 200  # probes stay open
+    with pytest.raises(ValueError, match="protect_metrics needs a token"):
+        ingest_app(sw.Pipeline(Gate()), protect_metrics=True)

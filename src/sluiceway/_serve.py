@@ -35,14 +35,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._core._pipeline import Pipeline
+from ._errors import SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
-from .http import Ingest, ingest_app
+from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
-__all__ = ["SummedMetrics", "app_factory", "serve", "serve_command"]
+__all__ = ["ServeError", "SummedMetrics", "app_factory", "serve", "serve_command"]
 
 log = logging.getLogger("sluiceway.serve")
 
+
+class ServeError(SluicewayError, ValueError):
+    """The options of ``serve`` cannot work together; the message says why."""
+
+
 ENV = "SLUICEWAY_SERVE"
+TOKEN_ENV = "SLUICEWAY_TOKEN"
 DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
@@ -94,6 +101,8 @@ def app_factory() -> Any:
         name=options.get("name", "http"),
         drain_timeout=options["drain_timeout"],
         dead_letters=options["dead_letters"],
+        max_inflight_bytes=options["max_inflight_bytes"],
+        protect_metrics=options["protect_metrics"],
     )
     ingest: Ingest = app.state.sluiceway
     summed = CollectorRegistry()
@@ -130,6 +139,8 @@ def app_factory() -> Any:
     app.router.lifespan_context = lifespan
 
     async def metrics(request: Request) -> Response:
+        if not ingest.metrics_allowed(request):
+            return unauthorised()
         return Response(generate_latest(summed), media_type="text/plain; version=0.0.4")
 
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
@@ -211,6 +222,9 @@ def serve(
     max_body: int = 8 * 2**20,
     drain_timeout: float | None = 30.0,
     dead_letters: str | None = DEFAULT_DEAD_LETTERS,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    graceful_timeout: float | None = 60.0,
+    protect_metrics: bool = False,
 ) -> int:
     """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
 
@@ -219,6 +233,13 @@ def serve(
     With one worker that pipeline is the one served; with several, each worker process
     calls the factory again and this one is shut down unused.
     """
+    if protect_metrics and token is None:
+        raise ServeError("--protect-metrics needs a token ($SLUICEWAY_TOKEN or --token-file)")
+    if protect_metrics and metrics_port is not None:
+        raise ServeError(
+            "--metrics-port serves without auth: with --protect-metrics, scrape /metrics on "
+            "the main port"
+        )
     _log_to_stderr()
     cwd = os.getcwd()
     checked = build_pipeline(factory, load_factory(factory, cwd))
@@ -236,6 +257,8 @@ def serve(
                 "max_body": max_body,
                 "drain_timeout": drain_timeout,
                 "dead_letters": None if not dead_letters else os.path.abspath(dead_letters),
+                "max_inflight_bytes": max_inflight_bytes,
+                "protect_metrics": protect_metrics,
             }
         )
         server = None
@@ -255,7 +278,8 @@ def serve(
                 workers=workers,
                 lifespan="on",
                 log_level="warning",
-                timeout_graceful_shutdown=60,
+                # uvicorn hands it to asyncio.wait_for, which takes any float
+                timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
             )
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -273,9 +297,31 @@ def serve_command(args: Any) -> int:
     """``sluiceway serve`` with parsed arguments; a bad factory is one line and status 2."""
     try:
         return _serve(args)
-    except FactoryError as exc:
+    except (FactoryError, ServeError) as exc:
         print(f"sluiceway serve: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _token(args: Any) -> str | None:
+    """The bearer token: --token-file, else --token (with a warning), else $SLUICEWAY_TOKEN."""
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ServeError(
+                f"cannot read --token-file {args.token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ServeError(f"--token-file {args.token_file} is empty")
+        return token
+    if args.token is not None:
+        print(
+            "sluiceway serve: warning: --token is visible to every local user in the process "
+            f"list; prefer ${TOKEN_ENV} or --token-file",
+            file=sys.stderr,
+        )
+        return str(args.token)
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _serve(args: Any) -> int:
@@ -285,8 +331,11 @@ def _serve(args: Any) -> int:
         port=args.port,
         workers=args.workers,
         metrics_port=args.metrics_port,
-        token=args.token,
+        token=_token(args),
+        protect_metrics=args.protect_metrics,
         max_body=args.max_body,
         drain_timeout=args.drain_timeout,
         dead_letters=args.dead_letters,
+        max_inflight_bytes=args.max_inflight_bytes,
+        graceful_timeout=args.graceful_timeout,
     )

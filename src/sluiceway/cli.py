@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,120 @@ def _csv(choices: Sequence[str]) -> type:
         return items
 
     return parse  # type: ignore[return-value]
+
+
+def _whole(low: int, high: int | None = None) -> type:
+    """An argparse type for a whole number within ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _seconds(text: str) -> float:
+    """An argparse type for a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
+    return value
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    port = _whole(0, 65535)
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP ingest service (uvicorn)",
+        description="Run the HTTP ingest service. The working directory is put first on "
+        "sys.path (as uvicorn and gunicorn do), so `sluiceway serve myapp:make_pipeline` "
+        "works from the folder holding myapp.py. The bearer token is read from "
+        "$SLUICEWAY_TOKEN, or --token-file.",
+    )
+    serve.add_argument(
+        "factory",
+        help="module:function returning a sluiceway.Pipeline, imported from the working "
+        "directory first",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    serve.add_argument("--port", type=port, default=8000)
+    serve.add_argument("--workers", type=_whole(1), default=1, help="processes, one pipeline each")
+    serve.add_argument("--metrics-port", type=port, default=None, help="summed /metrics here")
+    secret = serve.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None,
+        help="require the bearer token read from this file (whitespace stripped)",
+    )
+    secret.add_argument(
+        "--token",
+        default=None,
+        help="require this bearer token (visible in the process list: prefer "
+        "$SLUICEWAY_TOKEN or --token-file)",
+    )
+    serve.add_argument(
+        "--protect-metrics",
+        action="store_true",
+        help="require the bearer token on /metrics too",
+    )
+    serve.add_argument("--max-body", type=_whole(1), default=8 * 2**20, help="bytes per request")
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=_whole(1),
+        default=64 * 2**20,
+        help="bytes of request bodies read at once per worker; beyond it: 503 (default 64 MiB)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, drain each pipeline for this long; what is left is "
+        "dead-lettered (default 30)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, wait this long for slow clients' requests (default 60)",
+    )
+    serve.add_argument(
+        "--dead-letters",
+        default="sluiceway-dead-letters.jsonl",
+        metavar="PATH",
+        help="JSONL file to which the dead letters of a pipeline using the default "
+        "in-memory sink are appended, including events not drained in time (default "
+        "./sluiceway-dead-letters.jsonl; '' to keep them in memory only)",
+    )
+    serve.add_argument(
+        "--idempotency-keys",
+        type=_whole(0),
+        default=10_000,
+        metavar="N",
+        help="remember the answers to this many recent Idempotency-Keys per worker "
+        "(default 10000; 0 turns it off)",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="for this long (default 300)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,40 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
     bench.add_argument("--report", metavar="PATH", help="write an HTML report with plots")
     bench.add_argument("--no-live", action="store_true", help="no live display")
-    serve = sub.add_parser(
-        "serve",
-        help="run the HTTP ingest service (uvicorn)",
-        description="Run the HTTP ingest service. The working directory is put first on "
-        "sys.path (as uvicorn and gunicorn do), so `sluiceway serve myapp:make_pipeline` "
-        "works from the folder holding myapp.py.",
-    )
-    serve.add_argument(
-        "factory",
-        help="module:function returning a sluiceway.Pipeline, imported from the working "
-        "directory first",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="processes, one pipeline each")
-    serve.add_argument("--metrics-port", type=int, default=None, help="summed /metrics here")
-    serve.add_argument("--token", default=None, help="require this bearer token")
-    serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
-    serve.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="on SIGTERM/SIGINT, drain each pipeline for this long; what is left is "
-        "dead-lettered (default 30)",
-    )
-    serve.add_argument(
-        "--dead-letters",
-        default="sluiceway-dead-letters.jsonl",
-        metavar="PATH",
-        help="JSONL file to which the dead letters of a pipeline using the default "
-        "in-memory sink are appended, including events not drained in time (default "
-        "./sluiceway-dead-letters.jsonl; '' to keep them in memory only)",
-    )
+    _serve_parser(sub)
 
     worker = sub.add_parser("worker", help="consume a NATS JetStream stream into a pipeline")
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")

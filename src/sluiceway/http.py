@@ -15,7 +15,7 @@ whole body is parsed and validated before anything is admitted. Answers:
 401    a bearer token is configured and the request lacks it
 413    the body is larger than ``max_body`` bytes
 415    another content type
-503    the pipeline is draining
+503    the pipeline is draining, or too many bytes of bodies are being read
 =====  =====================================================================
 
 ``?wait=true`` answers only once the admitted events are processed or dead-lettered, with
@@ -52,13 +52,22 @@ from ._deadletters import JsonlDeadLetters
 from ._errors import InvalidItem
 from ._records import DrainReport
 
-__all__ = ["BadBody", "Ingest", "ingest_app", "parse_body"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_INFLIGHT_BYTES",
+    "BadBody",
+    "Ingest",
+    "ingest_app",
+    "parse_body",
+    "unauthorised",
+]
 
 log = logging.getLogger("sluiceway.http")
 
 JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 DEFAULT_MAX_BODY = 8 * 2**20
+DEFAULT_MAX_INFLIGHT_BYTES = 64 * 2**20
 
 
 class BadBody(ValueError):
@@ -117,6 +126,11 @@ def _validated(
     return events
 
 
+def unauthorised() -> Response:
+    """The 401 answer to a request without the bearer token."""
+    return _json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
+
+
 def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status, headers=headers, media_type=JSON)
 
@@ -137,8 +151,14 @@ class Ingest:
         dead_letters: str | os.PathLike[str] | None,
         registry: CollectorRegistry,
         name: str,
+        token: str | None = None,
+        protect_metrics: bool = False,
     ) -> None:
+        if protect_metrics and token is None:
+            raise ValueError("protect_metrics needs a token")
         self.source = source
+        self._expected = None if token is None else f"Bearer {token}".encode()
+        self.protect_metrics = protect_metrics
         self.drain_timeout = drain_timeout
         self.dead_letters = None if dead_letters is None else JsonlDeadLetters(dead_letters)
         self.registry = registry
@@ -146,8 +166,20 @@ class Ingest:
         self.pipeline: Pipeline | None = None
         self.report: DrainReport | None = None
         self.lifespan_started = False
+        self.inflight_bytes = 0  # reserved by requests reading their body (loop thread only)
         self._drain: asyncio.Task[DrainReport] | None = None
         self._draining: asyncio.Event | None = None  # created on the serving loop
+
+    def authorised(self, request: Request) -> bool:
+        """True without a token, or when the request carries it (constant-time compare)."""
+        if self._expected is None:
+            return True
+        got = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(got, self._expected)
+
+    def metrics_allowed(self, request: Request) -> bool:
+        """``/metrics`` is open unless ``protect_metrics``; then it needs the token."""
+        return not self.protect_metrics or self.authorised(request)
 
     def current(self) -> Pipeline:
         """The running pipeline; built and started now if the lifespan did not run."""
@@ -235,17 +267,23 @@ def ingest_app(
     drain_timeout: float | None = 30.0,
     registry: CollectorRegistry | None = None,
     dead_letters: str | os.PathLike[str] | None = None,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    protect_metrics: bool = False,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
     The app starts the pipeline at startup and drains it at shutdown (``drain_timeout``);
     mounted in a host app that does not run its lifespan, it starts the pipeline on first
     use (include ``app.router.lifespan_context`` in the host's lifespan so that shutdown
-    drains it). ``token`` enables bearer-token auth (compared in constant time).
+    drains it). ``token`` enables bearer-token auth (compared in constant time) on
+    ``POST /v1/events`` and, with ``protect_metrics``, on ``/metrics`` (probes stay open).
     ``validate(event)`` may raise to reject an event (the request then gets 400 and nothing
     is admitted). ``dead_letters``: a JSONL file to which the dead letters of a pipeline
     using the default in-memory sink are also appended, so that events accepted with 202
-    but not drained in time are kept.
+    but not drained in time are kept. ``max_inflight_bytes`` caps the bytes of bodies being
+    read at once (counted by their ``Content-Length``, or ``max_body`` when chunked): a
+    request beyond it gets 503 and ``Retry-After`` before its body is read (a lone request
+    is always let in).
     """
     ingest = Ingest(
         pipeline,
@@ -253,67 +291,77 @@ def ingest_app(
         dead_letters=dead_letters,
         registry=registry if registry is not None else CollectorRegistry(),
         name=name,
+        token=token,
+        protect_metrics=protect_metrics,
     )
-    expected = None if token is None else f"Bearer {token}".encode()
+    retry = str(max(1, math.ceil(retry_after)))
 
-    def authorised(request: Request) -> bool:
-        if expected is None:
-            return True
-        got = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(got, expected)
+    too_big = f"body larger than {max_body} bytes"
+
+    async def read(request: Request) -> bytes | Response:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                return _json(413, {"error": too_big})
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def events(request: Request) -> Response:
-        if not authorised(request):
-            return _json(401, {"error": "missing or wrong bearer token"},
-                         {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if not ingest.authorised(request):
+            return unauthorised()
         p = ingest.current()
         if p.closed:
             return _json(503, {"error": "draining"}, {"Retry-After": "5"})
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON and content_type not in NDJSON:
             return _json(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"})
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return _json(413, {"error": f"body larger than {max_body} bytes"})
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                return _json(413, {"error": f"body larger than {max_body} bytes"})
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else max_body  # chunked: the worst case
+        if size > max_body:
+            return _json(413, {"error": too_big})
+        # Invariant: inflight_bytes is the sum of the sizes reserved by the requests between
+        # here and the end of their submission (tests/test_http.py::
+        # test_bytes_in_flight_are_capped_without_reading_the_body).
+        if ingest.inflight_bytes and ingest.inflight_bytes + size > max_inflight_bytes:
+            return _json(503, {"error": f"more than {max_inflight_bytes} bytes of bodies "
+                               "being read; retry"}, {"Retry-After": retry})  # fmt: skip
+        ingest.inflight_bytes += size
         try:
-            batch = parse_body(body, content_type, validate)
-        except BadBody as exc:
-            return _json(400, {"error": exc.message, "line": exc.line})
-        priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
-        wait = request.query_params.get("wait", "").lower() in ("1", "true")
-        try:
-            if wait:
-                completion = p.submit_tracked(batch, priority)
-            else:
-                accepted = p.submit_many(batch, priority)
-        except InvalidItem as exc:
-            line = _line_of(exc.index, body, content_type)
-            return _json(400, {"error": str(exc), "line": line, "index": exc.index})
+            body = await read(request)
+            if isinstance(body, Response):
+                return body
+            try:
+                batch = parse_body(body, content_type, validate)
+            except BadBody as exc:
+                return _json(400, {"error": exc.message, "line": exc.line})
+            priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
+            wait = request.query_params.get("wait", "").lower() in ("1", "true")
+            try:
+                if wait:
+                    completion = p.submit_tracked(batch, priority)
+                    accepted = completion.accepted
+                else:
+                    accepted = p.submit_many(batch, priority)
+            except InvalidItem as exc:
+                line = _line_of(exc.index, body, content_type)
+                return _json(400, {"error": str(exc), "line": line, "index": exc.index})
+            del body
+        finally:
+            ingest.inflight_bytes -= size
+        out: dict[str, Any] = {"accepted": accepted}
         if wait:
-            accepted = completion.accepted
             settled = await _settled(completion, ingest.draining())
-            out: dict[str, Any] = {
-                "accepted": accepted,
-                "processed": completion.processed,
-                "dead_lettered": completion.dead_lettered,
-            }
+            out["processed"] = completion.processed
+            out["dead_lettered"] = completion.dead_lettered
             if not settled:
                 return _json(503, {**out, "error": "draining: the accepted events are held "
                                    "(drained or dead-lettered)"}, {"Retry-After": "5"})  # fmt: skip
-        else:
-            out = {"accepted": accepted}
         if accepted == len(batch):
             return _json(202, out)
         if p.closed:
             return _json(503, {**out, "error": "draining"}, {"Retry-After": "5"})
-        return _json(429, out, {"Retry-After": str(max(1, math.ceil(retry_after)))})
+        return _json(429, out, {"Retry-After": retry})
 
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "alive"})
@@ -324,6 +372,8 @@ def ingest_app(
         return _json(200 if ready else 503, {"ready": ready})
 
     async def metrics(request: Request) -> Response:
+        if not ingest.metrics_allowed(request):
+            return unauthorised()
         return Response(generate_latest(ingest.registry), media_type="text/plain; version=0.0.4")
 
     app = Starlette(
