@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import sluiceway as sw
+from sluiceway._idempotency import Answer, IdempotencyStore, Ticket
 from sluiceway.http import ingest_app
 
 from .conftest import WAIT
@@ -483,3 +484,119 @@ def test_protect_metrics_requires_the_token(serve: Any) -> None:
     assert httpx.get(f"{r.url}/healthz").status_code == 200  # probes stay open
     with pytest.raises(ValueError, match="protect_metrics needs a token"):
         ingest_app(sw.Pipeline(Gate()), protect_metrics=True)
+
+
+def test_slow_handler_and_short_client_timeout_handle_each_event_once(serve: Any) -> None:
+    """A wait=True send outlasting the client's timeout handles each event once.
+
+    The resends carry the same Idempotency-Key: the server answers them from the first
+    request, never admitting the events again.
+    """
+    handled: list[Any] = []
+
+    def slow(batch: list[Any]) -> None:
+        time.sleep(0.4)
+        handled.extend(batch)
+
+    r, p = serve(sw.Pipeline(slow, shards=1, batch_size=64, max_delay=0.001))
+    with sw.Client(r.url, timeout=0.1, breaker_failures=100) as client:
+        result = client.send([{"id": i} for i in range(10)], wait=True)
+    assert result.failures >= 1  # the client did time out and resend
+    assert (result.accepted, result.processed, result.dead_lettered) == (10, 10, 0)
+    assert sorted(e["id"] for e in handled) == list(range(10))  # once each
+    assert p.stats().accepted == 10
+
+
+def test_repeated_idempotency_key_is_answered_from_memory(serve: Any) -> None:
+    """A repeat of a key gets the first answer without admitting again.
+
+    The store keeps only the newest ``idempotency_keys`` keys.
+    """
+    r, p = serve(sw.Pipeline(Gate()), idempotency_keys=3)
+    keys = r.server.config.app.state.sluiceway.keys
+
+    def post(key: str, ids: list[int]) -> httpx.Response:
+        headers = {**NDJSON, "idempotency-key": key}
+        return httpx.post(f"{r.url}/v1/events", content=_ndjson(ids), headers=headers)
+
+    for n in range(5):
+        assert post(f"k{n}", [n, n]).json() == {"accepted": 2}
+    assert len(keys) == 3
+    again = post("k4", [4, 4, 4])  # same key, even another body: the stored answer
+    assert (again.status_code, again.json()) == (202, {"accepted": 2})
+    assert again.headers["idempotent-replayed"] == "true"
+    assert p.stats().accepted == 10
+    forgotten = post("k0", [0, 0])  # pushed out by newer keys: admitted again
+    assert "idempotent-replayed" not in forgotten.headers
+    assert p.stats().accepted == 12
+    assert len(keys) == 3
+    bad = post("x" * 201, [1])
+    assert bad.status_code == 400
+
+
+def test_key_that_admitted_nothing_is_not_remembered(serve: Any) -> None:
+    """A 400 or a 429 that admitted nothing is not stored: fixing and resending works."""
+    gate = Gate()
+    gate.open.clear()
+    r, p = serve(sw.Pipeline(gate, shards=1, capacity=2))
+    headers = {**NDJSON, "idempotency-key": "k"}
+    bad = httpx.post(f"{r.url}/v1/events", content=b"{oops}\n", headers=headers)
+    assert bad.status_code == 400
+    ok = httpx.post(f"{r.url}/v1/events", content=_ndjson([1, 2]), headers=headers)
+    assert (ok.status_code, ok.json()) == (202, {"accepted": 2})
+    headers["idempotency-key"] = "full"
+    refused = httpx.post(f"{r.url}/v1/events", content=_ndjson([3]), headers=headers)
+    assert (refused.status_code, refused.json()) == (429, {"accepted": 0})
+    gate.open.set()
+    assert p.wait_idle(WAIT)
+    retried = httpx.post(f"{r.url}/v1/events", content=_ndjson([3]), headers=headers)
+    assert (retried.status_code, retried.json()) == (202, {"accepted": 1})
+
+
+def test_idempotency_store_forgets_after_its_ttl() -> None:
+    """Keys older than ``ttl`` seconds are forgotten (on the store's own clock)."""
+    now = [0.0]
+    store = IdempotencyStore(max_keys=10, ttl=300.0, now=lambda: now[0])
+
+    async def main() -> None:
+        ticket = await store.claim("a")
+        assert isinstance(ticket, Ticket)
+        ticket.finish(Answer(202, {"accepted": 1}, {}))
+        now[0] = 299.0
+        assert await store.claim("a") == Answer(202, {"accepted": 1}, {})
+        now[0] = 300.5
+        assert isinstance(await store.claim("a"), Ticket)  # expired: a fresh claim
+        assert len(store) == 1
+
+    asyncio.run(main())
+
+
+def test_client_gives_up_naming_the_cause_and_the_url() -> None:
+    """After max_attempts the error says what went wrong and where."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    with (
+        sw.Client(url, sleep=lambda s: None, max_attempts=2) as client,
+        pytest.raises(sw.SluicewayError) as info,
+    ):
+        client.send([{"id": 1}])
+    message = str(info.value)
+    assert f"{url}/v1/events" in message
+    assert "ConnectError" in message
+
+
+def test_client_repr_shows_the_url_not_the_token() -> None:
+    """Both clients' repr names the endpoint and leaves the bearer token out."""
+    with sw.Client("http://127.0.0.1:8000/", token="s3cret") as client:
+        text = repr(client)
+    assert text == "Client(url='http://127.0.0.1:8000/v1/events', timeout=10.0)"
+
+    async def main() -> str:
+        async with sw.AsyncClient("http://127.0.0.1:8000", token="s3cret", timeout=2) as c:
+            return repr(c)
+
+    atext = asyncio.run(main())
+    assert atext == "AsyncClient(url='http://127.0.0.1:8000/v1/events', timeout=2)"
+    assert "s3cret" not in text + atext

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import sluiceway as sw
+
 NDJSON = {"content-type": "application/x-ndjson"}
 SCRIPT = str(Path(sys.executable).with_name("sluiceway"))
 MYAPP = """
@@ -98,6 +100,8 @@ def test_serve_imports_the_module_from_the_working_directory(
     wait_up(url, proc)
     resp = httpx.post(f"{url}/v1/events?wait=true", json=[{"id": 1}, {"id": 2}])
     assert resp.json() == {"accepted": 2, "processed": 2, "dead_lettered": 0}
+    with sw.Client(url) as client:  # and the clients' idempotency keys are accepted
+        assert client.send([{"id": 3}], wait=True).processed == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 

@@ -103,6 +103,8 @@ def app_factory() -> Any:
         dead_letters=options["dead_letters"],
         max_inflight_bytes=options["max_inflight_bytes"],
         protect_metrics=options["protect_metrics"],
+        idempotency_keys=options["idempotency_keys"],
+        idempotency_ttl=options["idempotency_ttl"],
     )
     ingest: Ingest = app.state.sluiceway
     summed = CollectorRegistry()
@@ -225,6 +227,8 @@ def serve(
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     graceful_timeout: float | None = 60.0,
     protect_metrics: bool = False,
+    idempotency_keys: int = 10_000,
+    idempotency_ttl: float = 300.0,
 ) -> int:
     """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
 
@@ -259,6 +263,8 @@ def serve(
                 "dead_letters": None if not dead_letters else os.path.abspath(dead_letters),
                 "max_inflight_bytes": max_inflight_bytes,
                 "protect_metrics": protect_metrics,
+                "idempotency_keys": idempotency_keys,
+                "idempotency_ttl": idempotency_ttl,
             }
         )
         server = None
@@ -333,6 +339,8 @@ def _serve(args: Any) -> int:
         metrics_port=args.metrics_port,
         token=_token(args),
         protect_metrics=args.protect_metrics,
+        idempotency_keys=args.idempotency_keys,
+        idempotency_ttl=args.idempotency_ttl,
         max_body=args.max_body,
         drain_timeout=args.drain_timeout,
         dead_letters=args.dead_letters,

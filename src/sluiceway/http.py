@@ -50,6 +50,7 @@ from ._core._completion import Completion
 from ._core._pipeline import Pipeline
 from ._deadletters import JsonlDeadLetters
 from ._errors import InvalidItem
+from ._idempotency import Answer, IdempotencyStore
 from ._records import DrainReport
 
 __all__ = [
@@ -68,6 +69,9 @@ JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 DEFAULT_MAX_BODY = 8 * 2**20
 DEFAULT_MAX_INFLIGHT_BYTES = 64 * 2**20
+MAX_KEY_LENGTH = 200
+INTERRUPTED = "interrupted after admitting: the accepted events are held"
+HELD = "draining: the accepted events are held (drained or dead-lettered)"
 
 
 class BadBody(ValueError):
@@ -131,6 +135,11 @@ def unauthorised() -> Response:
     return _json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
 
 
+def _answer(answer: Answer, *, replayed: bool = False) -> Response:
+    headers = {**answer.headers, "Idempotent-Replayed": "true"} if replayed else answer.headers
+    return _json(answer.status, answer.body, headers)
+
+
 def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status, headers=headers, media_type=JSON)
 
@@ -153,12 +162,17 @@ class Ingest:
         name: str,
         token: str | None = None,
         protect_metrics: bool = False,
+        idempotency_keys: int = 10_000,
+        idempotency_ttl: float = 300.0,
     ) -> None:
         if protect_metrics and token is None:
             raise ValueError("protect_metrics needs a token")
         self.source = source
         self._expected = None if token is None else f"Bearer {token}".encode()
         self.protect_metrics = protect_metrics
+        self.keys = (
+            IdempotencyStore(idempotency_keys, idempotency_ttl) if idempotency_keys > 0 else None
+        )
         self.drain_timeout = drain_timeout
         self.dead_letters = None if dead_letters is None else JsonlDeadLetters(dead_letters)
         self.registry = registry
@@ -269,6 +283,8 @@ def ingest_app(
     dead_letters: str | os.PathLike[str] | None = None,
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     protect_metrics: bool = False,
+    idempotency_keys: int = 10_000,
+    idempotency_ttl: float = 300.0,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
@@ -283,7 +299,12 @@ def ingest_app(
     but not drained in time are kept. ``max_inflight_bytes`` caps the bytes of bodies being
     read at once (counted by their ``Content-Length``, or ``max_body`` when chunked): a
     request beyond it gets 503 and ``Retry-After`` before its body is read (a lone request
-    is always let in).
+    is always let in). ``idempotency_keys`` and ``idempotency_ttl``: the answers to that
+    many recent ``Idempotency-Key`` headers are kept that many seconds after they were
+    given, and a repeat of a key gets the stored answer (header ``Idempotent-Replayed``)
+    without its events being admitted again; a repeat while the first is still running
+    waits for the first's answer. Only answers that admitted events are kept
+    (``idempotency_keys=0`` turns this off).
     """
     ingest = Ingest(
         pipeline,
@@ -293,48 +314,72 @@ def ingest_app(
         name=name,
         token=token,
         protect_metrics=protect_metrics,
+        idempotency_keys=idempotency_keys,
+        idempotency_ttl=idempotency_ttl,
     )
     retry = str(max(1, math.ceil(retry_after)))
 
     too_big = f"body larger than {max_body} bytes"
 
-    async def read(request: Request) -> bytes | Response:
+    async def read(request: Request) -> bytes | None:
+        """The body, or None once it grows past ``max_body``."""
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                return _json(413, {"error": too_big})
+                return None
             chunks.append(chunk)
         return b"".join(chunks)
 
     async def events(request: Request) -> Response:
         if not ingest.authorised(request):
             return unauthorised()
+        key = request.headers.get("idempotency-key")
+        if key is None or ingest.keys is None:
+            return _answer(await admit(request, {}))
+        if not 0 < len(key) <= MAX_KEY_LENGTH:
+            return _json(400, {"error": f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} chars"})
+        claimed = await ingest.keys.claim(key)
+        if isinstance(claimed, Answer):
+            return _answer(claimed, replayed=True)
+        admitted: dict[str, int] = {}
+        answer: Answer | None = None
+        try:
+            answer = await admit(request, admitted)
+            return _answer(answer)
+        finally:
+            if answer is None and admitted.get("accepted"):  # interrupted after admitting
+                answer = Answer(503, {"accepted": admitted["accepted"], "error": INTERRUPTED},
+                                {"Retry-After": "5"})  # fmt: skip
+            claimed.finish(answer if answer is not None and answer.body.get("accepted") else None)
+
+    async def admit(request: Request, admitted: dict[str, int]) -> Answer:
+        """Read, parse and admit one request's events; ``admitted`` learns the count."""
         p = ingest.current()
         if p.closed:
-            return _json(503, {"error": "draining"}, {"Retry-After": "5"})
+            return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON and content_type not in NDJSON:
-            return _json(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"})
+            return Answer(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"}, {})
         declared = request.headers.get("content-length", "")
         size = int(declared) if declared.isdigit() else max_body  # chunked: the worst case
         if size > max_body:
-            return _json(413, {"error": too_big})
+            return Answer(413, {"error": too_big}, {})
         # Invariant: inflight_bytes is the sum of the sizes reserved by the requests between
         # here and the end of their submission (tests/test_http.py::
         # test_bytes_in_flight_are_capped_without_reading_the_body).
         if ingest.inflight_bytes and ingest.inflight_bytes + size > max_inflight_bytes:
-            return _json(503, {"error": f"more than {max_inflight_bytes} bytes of bodies "
-                               "being read; retry"}, {"Retry-After": retry})  # fmt: skip
+            return Answer(503, {"error": f"more than {max_inflight_bytes} bytes of bodies "
+                                "being read; retry"}, {"Retry-After": retry})  # fmt: skip
         ingest.inflight_bytes += size
         try:
             body = await read(request)
-            if isinstance(body, Response):
-                return body
+            if body is None:
+                return Answer(413, {"error": too_big}, {})
             try:
                 batch = parse_body(body, content_type, validate)
             except BadBody as exc:
-                return _json(400, {"error": exc.message, "line": exc.line})
+                return Answer(400, {"error": exc.message, "line": exc.line}, {})
             priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
             wait = request.query_params.get("wait", "").lower() in ("1", "true")
             try:
@@ -345,23 +390,23 @@ def ingest_app(
                     accepted = p.submit_many(batch, priority)
             except InvalidItem as exc:
                 line = _line_of(exc.index, body, content_type)
-                return _json(400, {"error": str(exc), "line": line, "index": exc.index})
+                return Answer(400, {"error": str(exc), "line": line, "index": exc.index}, {})
             del body
         finally:
             ingest.inflight_bytes -= size
+        admitted["accepted"] = accepted
         out: dict[str, Any] = {"accepted": accepted}
         if wait:
             settled = await _settled(completion, ingest.draining())
             out["processed"] = completion.processed
             out["dead_lettered"] = completion.dead_lettered
             if not settled:
-                return _json(503, {**out, "error": "draining: the accepted events are held "
-                                   "(drained or dead-lettered)"}, {"Retry-After": "5"})  # fmt: skip
+                return Answer(503, {**out, "error": HELD}, {"Retry-After": "5"})
         if accepted == len(batch):
-            return _json(202, out)
+            return Answer(202, out, {})
         if p.closed:
-            return _json(503, {**out, "error": "draining"}, {"Retry-After": "5"})
-        return _json(429, out, {"Retry-After": retry})
+            return Answer(503, {**out, "error": "draining"}, {"Retry-After": "5"})
+        return Answer(429, out, {"Retry-After": retry})
 
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "alive"})
