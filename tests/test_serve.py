@@ -293,3 +293,53 @@ def test_unusable_token_settings_are_one_line_and_exit_2(
     assert done.returncode == 2
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+ONCEAPP = """
+import os
+import time
+
+import sluiceway as sw
+
+
+def make():
+    out = f"{os.environ['OUT']}-{os.getpid()}"
+
+    def handler(batch):
+        time.sleep(0.3)
+        with open(out, "a", encoding="utf-8") as f:
+            f.write("".join(f"{e['id']}\\n" for e in batch))
+
+    return sw.Pipeline(handler, shards=1, batch_size=64, max_delay=0.001)
+"""
+
+
+def test_resends_reaching_another_worker_are_recognised(
+    tmp_path: Path, stop: list[subprocess.Popen[bytes]]
+) -> None:
+    """With 2 workers, a resend landing on the other worker is answered from the first.
+
+    The workers share one idempotency store.
+    """
+    (tmp_path / "onceapp.py").write_text(ONCEAPP)
+    out = tmp_path / "processed"
+    port = free_port()
+    proc = subprocess.Popen(
+        [SCRIPT, "serve", "onceapp:make", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path, env={**user_env(), "OUT": str(out)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    stop.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(url, proc)
+    failures = 0
+    for n in range(4):
+        with sw.Client(url, timeout=0.1, breaker_failures=100) as client:
+            result = client.send([{"id": n * 10 + i} for i in range(10)], wait=True)
+        assert (result.accepted, result.processed) == (10, 10)
+        failures += result.failures
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert failures >= 4  # every send timed out at least once and was resent
+    processed = [int(x) for f in tmp_path.glob("processed-*") for x in f.read_text().split()]
+    assert sorted(processed) == list(range(40))  # once each

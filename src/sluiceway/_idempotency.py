@@ -5,19 +5,26 @@ key gets a :class:`Ticket` and must ``finish`` it with the answer it gave (or ``
 it admitted nothing, so that a resend is handled afresh). A repeat gets the stored
 :class:`Answer`; a repeat that arrives while the first is still running waits for it.
 
-Lives on the serving event loop: no locks, one owner (the ingest app's ``Ingest``).
+:class:`IdempotencyStore` lives in one process, on the serving event loop (no locks; one
+owner, the ingest app's ``Ingest``). :class:`SharedIdempotencyStore` keeps the same
+contract across the worker processes of one ``sluiceway serve`` in a SQLite file, so that a
+resend that reaches another worker is recognised too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Answer", "IdempotencyStore", "Ticket"]
+__all__ = ["Answer", "IdempotencyStore", "KeyStore", "SharedIdempotencyStore", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,20 @@ class Answer:
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
+
+
+class KeyStore(Protocol):
+    """What the ingest app needs of an idempotency store."""
+
+    def __len__(self) -> int: ...
+
+    async def claim(self, key: str) -> Answer | Ticket:
+        """The stored answer for ``key``, or a ticket: this request is the first."""
+        ...
+
+    def settle(self, key: str, claim: Any, answer: Answer | None) -> None:
+        """Record how the claim of ``key`` was answered (None: forget the key)."""
+        ...
 
 
 class _Entry:
@@ -43,14 +64,14 @@ class Ticket:
 
     __slots__ = ("_entry", "_key", "_store")
 
-    def __init__(self, store: IdempotencyStore, key: str, entry: _Entry) -> None:
+    def __init__(self, store: KeyStore, key: str, entry: object) -> None:
         self._store = store
         self._key = key
         self._entry = entry
 
     def finish(self, answer: Answer | None) -> None:
         """Remember ``answer`` for the key (``None``: forget the key) and wake the repeats."""
-        self._store._finish(self._key, self._entry, answer)
+        self._store.settle(self._key, self._entry, answer)
 
 
 class IdempotencyStore:
@@ -87,7 +108,8 @@ class IdempotencyStore:
                 return answer
             # The first admitted nothing and was forgotten: this one goes ahead.
 
-    def _finish(self, key: str, entry: _Entry, answer: Answer | None) -> None:
+    def settle(self, key: str, entry: _Entry, answer: Answer | None) -> None:
+        """Record how the claim of ``key`` was answered (None: forget the key)."""
         if not entry.settled.done():
             entry.settled.set_result(answer)
         if self._entries.get(key) is not entry:
@@ -106,3 +128,90 @@ class IdempotencyStore:
             if entry.at > cutoff:
                 return
             del self._entries[key]
+
+
+class SharedIdempotencyStore:
+    """:class:`IdempotencyStore`'s contract, shared by processes through a SQLite file.
+
+    A claim inserts the key with no answer; the first request's ticket writes the answer
+    (or deletes the key). A repeat that finds no answer yet polls every ``poll`` seconds.
+    At most ``max_keys`` keys are kept (the newest claims); answers expire ``ttl`` seconds
+    after they were given, on the wall clock the processes share. A claim left unanswered
+    by a process that died expires ``ttl`` seconds after it was made.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_keys: int,
+        ttl: float,
+        *,
+        poll: float = 0.02,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_keys = max_keys
+        self.ttl = ttl
+        self.poll = poll
+        self.now = now
+        # Autocommit: every statement is its own short transaction; the file lives in a
+        # temporary directory, so durability is not wanted (synchronous=OFF).
+        self._db = sqlite3.connect(
+            os.fspath(path), timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA synchronous=OFF")
+
+    @staticmethod
+    def create(path: str | os.PathLike[str]) -> None:
+        """Create the file and its table (once, before the processes share it)."""
+        with contextlib.closing(sqlite3.connect(os.fspath(path))) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "key TEXT NOT NULL UNIQUE, at REAL NOT NULL, answer TEXT)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS answers_at ON answers (at)")
+            db.commit()
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        self._db.close()
+
+    async def claim(self, key: str) -> Answer | Ticket:
+        """The stored answer for ``key``, or a ticket: this request is the first."""
+        while True:
+            now = self.now()
+            self._db.execute("DELETE FROM answers WHERE at <= ?", (now - self.ttl,))
+            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                try:
+                    cur = self._db.execute(
+                        "INSERT INTO answers (key, at, answer) VALUES (?, ?, NULL)", (key, now)
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # another process claimed it just now
+                seq = cur.lastrowid
+                assert seq is not None
+                # Invariant: seq grows with every claim, so at most max_keys rows have a
+                # seq above the newest minus max_keys.
+                self._db.execute("DELETE FROM answers WHERE seq <= ?", (seq - self.max_keys,))
+                return Ticket(self, key, seq)
+            if row[0] is not None:
+                status, body, headers = json.loads(row[0])
+                return Answer(status, body, headers)
+            await asyncio.sleep(self.poll)  # the first is still running
+
+    def settle(self, key: str, entry: Any, answer: Answer | None) -> None:
+        """Record how the claim of ``key`` was answered (None: forget the key)."""
+        if answer is None:
+            self._db.execute(
+                "DELETE FROM answers WHERE key = ? AND seq = ? AND answer IS NULL", (key, entry)
+            )
+            return
+        text = json.dumps([answer.status, answer.body, answer.headers])
+        self._db.execute(
+            "UPDATE answers SET answer = ?, at = ? WHERE key = ? AND seq = ?",
+            (text, self.now(), key, entry),
+        )

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from ._core._pipeline import Pipeline
 from ._errors import SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
+from ._idempotency import SharedIdempotencyStore
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
 __all__ = ["ServeError", "SummedMetrics", "app_factory", "serve", "serve_command"]
@@ -50,6 +51,7 @@ class ServeError(SluicewayError, ValueError):
 
 ENV = "SLUICEWAY_SERVE"
 TOKEN_ENV = "SLUICEWAY_TOKEN"
+KEYS_FILE = "idempotency.sqlite3"  # in the server's temporary directory, shared by workers
 DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
@@ -93,6 +95,11 @@ def app_factory() -> Any:
         pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
+    shared = None
+    if options["idempotency_keys"] > 0:
+        shared = SharedIdempotencyStore(
+            directory / KEYS_FILE, options["idempotency_keys"], options["idempotency_ttl"]
+        )
     app = ingest_app(
         pipeline,
         token=options.get("token"),
@@ -105,6 +112,7 @@ def app_factory() -> Any:
         protect_metrics=options["protect_metrics"],
         idempotency_keys=options["idempotency_keys"],
         idempotency_ttl=options["idempotency_ttl"],
+        idempotency_store=shared,
     )
     ingest: Ingest = app.state.sluiceway
     summed = CollectorRegistry()
@@ -137,6 +145,8 @@ def app_factory() -> Any:
                 _begin_drain(ingest)
         _log_report(ingest)
         write()  # after the drain: the final counts
+        if shared is not None:
+            shared.close()
 
     app.router.lifespan_context = lifespan
 
@@ -251,7 +261,8 @@ def serve(
         _checked[:] = [checked]
     else:
         checked.shutdown(0)
-    with tempfile.TemporaryDirectory(prefix="sluiceway-metrics-") as directory:
+    with tempfile.TemporaryDirectory(prefix="sluiceway-") as directory:
+        SharedIdempotencyStore.create(Path(directory) / KEYS_FILE)
         os.environ[ENV] = json.dumps(
             {
                 "factory": factory,

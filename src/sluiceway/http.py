@@ -50,7 +50,7 @@ from ._core._completion import Completion
 from ._core._pipeline import Pipeline
 from ._deadletters import JsonlDeadLetters
 from ._errors import InvalidItem
-from ._idempotency import Answer, IdempotencyStore
+from ._idempotency import Answer, IdempotencyStore, KeyStore
 from ._records import DrainReport
 
 __all__ = [
@@ -164,15 +164,16 @@ class Ingest:
         protect_metrics: bool = False,
         idempotency_keys: int = 10_000,
         idempotency_ttl: float = 300.0,
+        idempotency_store: KeyStore | None = None,
     ) -> None:
         if protect_metrics and token is None:
             raise ValueError("protect_metrics needs a token")
         self.source = source
         self._expected = None if token is None else f"Bearer {token}".encode()
         self.protect_metrics = protect_metrics
-        self.keys = (
-            IdempotencyStore(idempotency_keys, idempotency_ttl) if idempotency_keys > 0 else None
-        )
+        self.keys: KeyStore | None = idempotency_store
+        if idempotency_store is None and idempotency_keys > 0:
+            self.keys = IdempotencyStore(idempotency_keys, idempotency_ttl)
         self.drain_timeout = drain_timeout
         self.dead_letters = None if dead_letters is None else JsonlDeadLetters(dead_letters)
         self.registry = registry
@@ -285,6 +286,7 @@ def ingest_app(
     protect_metrics: bool = False,
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
+    idempotency_store: KeyStore | None = None,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
@@ -304,7 +306,8 @@ def ingest_app(
     given, and a repeat of a key gets the stored answer (header ``Idempotent-Replayed``)
     without its events being admitted again; a repeat while the first is still running
     waits for the first's answer. Only answers that admitted events are kept
-    (``idempotency_keys=0`` turns this off).
+    (``idempotency_keys=0`` turns this off). ``idempotency_store`` replaces the in-process
+    store (``sluiceway serve`` gives its workers one shared store).
     """
     ingest = Ingest(
         pipeline,
@@ -316,6 +319,7 @@ def ingest_app(
         protect_metrics=protect_metrics,
         idempotency_keys=idempotency_keys,
         idempotency_ttl=idempotency_ttl,
+        idempotency_store=idempotency_store,
     )
     retry = str(max(1, math.ceil(retry_after)))
 
