@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 
 import sluiceway as sw
 from sluiceway._idempotency import Answer, IdempotencyStore, Ticket
@@ -285,6 +288,7 @@ def test_client_rejects_4xx_with_a_typed_error(serve: Any) -> None:
     with sw.Client(r.url) as client, pytest.raises(sw.Rejected) as info:
         client.send([{"id": 1}])
     assert info.value.status == 401
+    assert f"HTTP 401 from {r.url}/v1/events" in str(info.value)
 
 
 def test_async_client_sends_and_waits(serve: Any) -> None:
@@ -600,3 +604,35 @@ def test_client_repr_shows_the_url_not_the_token() -> None:
     atext = asyncio.run(main())
     assert atext == "AsyncClient(url='http://127.0.0.1:8000/v1/events', timeout=2)"
     assert "s3cret" not in text + atext
+
+
+def test_client_keys_suffixes_and_counts_events_held_by_a_503() -> None:
+    """Retries keep the send's key; the suffix after k accepted events gets ``key+k``.
+
+    A 503 saying ``accepted: k`` (a ?wait=true open at a drain) counts those k as held.
+    """
+    seen: list[tuple[str, list[int]]] = []
+    script = [
+        (500, {"error": "boom"}),  # retried with the same key
+        (429, {"accepted": 2}),  # the suffix from 2 gets key+2
+        (503, {"accepted": 3, "processed": 0, "dead_lettered": 0, "error": "draining"}),
+        (202, {"accepted": 5, "processed": 5, "dead_lettered": 0}),
+    ]
+
+    async def events(request: Request) -> Response:
+        ids = [orjson.loads(line)["id"] for line in (await request.body()).splitlines()]
+        seen.append((request.headers["idempotency-key"], ids))
+        status, body = script[len(seen) - 1]
+        return Response(orjson.dumps(body), status, headers={"retry-after": "0"})
+
+    r = Running(Starlette(routes=[Route("/v1/events", events, methods=["POST"])]))
+    try:
+        with sw.Client(r.url, sleep=lambda s: None) as client:
+            result = client.send([{"id": i} for i in range(10)], wait=True)
+    finally:
+        r.stop()
+    key = seen[0][0]
+    assert [k for k, _ in seen] == [key, key, f"{key}+2", f"{key}+5"]
+    assert [ids[0] for _, ids in seen] == [0, 0, 2, 5]
+    assert (result.accepted, result.requests, result.failures) == (10, 4, 2)
+    assert result.processed == 5  # the held 3 had no outcome yet when the drain answered

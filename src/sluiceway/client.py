@@ -190,7 +190,7 @@ class _Run:
                     f"gave up on {self.url}: still throttled after {self.requests} requests"
                 )
             return _seconds(response.headers.get("retry-after", "1"))
-        raise Rejected(response.status_code, response.text)
+        raise Rejected(response.status_code, response.text, self.url)
 
     def _held(self, response: httpx.Response) -> int:
         """A 503 that says ``accepted: k`` (a drain or an interruption) still holds k."""
