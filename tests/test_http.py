@@ -388,18 +388,23 @@ def test_a_failing_key_is_a_400_and_leaks_no_capacity(serve: Any) -> None:
 
 
 def test_mounted_app_starts_on_first_use(serve: Any) -> None:
-    """Mounted without the host including its lifespan, the app starts its pipeline lazily."""
+    """Mounted without the host including its lifespan, the app starts its pipeline lazily.
+
+    A readiness probe starts it too, so that a probe never holds traffic back for ever.
+    """
     gate = Gate()
-    ingest = ingest_app(lambda: sw.Pipeline(gate))
-    r = Running(Starlette(routes=[Mount("/ingest", app=ingest)]))
+    posted, probed = ingest_app(lambda: sw.Pipeline(gate)), ingest_app(lambda: sw.Pipeline(gate))
+    servers = [Running(Starlette(routes=[Mount("/ingest", app=a)])) for a in (posted, probed)]
     try:
-        assert httpx.get(f"{r.url}/ingest/readyz").status_code == 503  # not started yet
-        resp = httpx.post(f"{r.url}/ingest/v1/events?wait=true", json=[{"id": 1}])
+        assert httpx.get(f"{servers[1].url}/ingest/readyz").status_code == 200
+        url = f"{servers[0].url}/ingest"
+        resp = httpx.post(f"{url}/v1/events?wait=true", json=[{"id": 1}])
         assert (resp.status_code, resp.json()["processed"]) == (202, 1)
-        assert httpx.get(f"{r.url}/ingest/readyz").status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 200
     finally:
-        r.stop()
-        ingest.state.sluiceway.pipeline.shutdown()  # no lifespan ran to do it
+        for server, app in zip(servers, (posted, probed), strict=True):
+            server.stop()
+            app.state.sluiceway.pipeline.shutdown()  # no lifespan ran to do it
     assert gate.seen == [{"id": 1}]
 
 

@@ -222,6 +222,11 @@ class Ingest:
         p.start()
         self.pipeline = p
 
+    @property
+    def drain_begun(self) -> bool:
+        """True once :meth:`begin_drain` ran: nothing more is admitted or started."""
+        return self._drain is not None
+
     def draining(self) -> asyncio.Event:
         """Set once the drain has begun (answers open ``?wait=true`` requests with 503)."""
         if self._draining is None:
@@ -359,6 +364,8 @@ def ingest_app(
 
     async def admit(request: Request, admitted: dict[str, int]) -> Answer:
         """Read, parse and admit one request's events; ``admitted`` learns the count."""
+        if ingest.drain_begun:  # (a lazily started app must not start a pipeline now)
+            return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
         p = ingest.current()
         if p.closed:
             return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
@@ -416,8 +423,9 @@ def ingest_app(
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        p = ingest.pipeline
-        ready = p is not None and p.accepting
+        # A mounted app starts here too: a readiness probe must not wait for traffic that
+        # the probe itself holds back.
+        ready = not ingest.drain_begun and ingest.current().accepting
         return _json(200 if ready else 503, {"ready": ready})
 
     async def metrics(request: Request) -> Response:
