@@ -1,8 +1,15 @@
 """``sluiceway serve module:factory``: the ingest app under uvicorn, one or many workers.
 
 ``factory()`` returns a :class:`sluiceway.Pipeline` (each worker process calls it once and
-gets its own pipeline). SIGTERM or SIGINT makes uvicorn stop accepting connections and run
-every worker's lifespan shutdown, which drains its pipeline before the process exits.
+gets its own pipeline); ``module`` is imported with the working directory first on
+``sys.path``. SIGTERM or SIGINT begins every worker's drain at once (open ``?wait=true``
+requests get 503, new requests 503) and makes uvicorn stop accepting connections; the
+drain lasts at most ``drain_timeout``, then what is left is dead-lettered, to the
+``dead_letters`` JSONL file when the pipeline keeps its dead letters in memory. Both ends of
+the drain are logged (``sluiceway.serve``, stderr).
+
+The workers share one idempotency store (SQLite, in the server's temporary directory), so
+that a client's resend is recognised whichever worker it reaches.
 
 Metrics of a multi-worker server are summed: each worker writes its metrics to a shared
 directory every half second (and once more after draining), and ``/metrics`` on any worker,
@@ -95,8 +102,8 @@ def app_factory() -> Any:
         pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
-    shared = None
-    if options["idempotency_keys"] > 0:
+    shared = None  # one worker: the app's own in-memory store is enough
+    if options["idempotency_keys"] > 0 and options["workers"] > 1:
         shared = SharedIdempotencyStore(
             directory / KEYS_FILE, options["idempotency_keys"], options["idempotency_ttl"]
         )
@@ -276,6 +283,7 @@ def serve(
                 "protect_metrics": protect_metrics,
                 "idempotency_keys": idempotency_keys,
                 "idempotency_ttl": idempotency_ttl,
+                "workers": workers,
             }
         )
         server = None
