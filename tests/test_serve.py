@@ -349,3 +349,22 @@ def test_resends_reaching_another_worker_are_recognised(
     assert failures >= 4  # every send timed out at least once and was resent
     processed = [int(x) for f in tmp_path.glob("processed-*") for x in f.read_text().split()]
     assert sorted(processed) == list(range(40))  # once each
+
+
+def test_graceful_timeout_bounds_the_wait_for_a_slow_client(
+    app_dir: Path, stop: list[subprocess.Popen[bytes]]
+) -> None:
+    """A client that never finishes its body holds shutdown for --graceful-timeout only."""
+    proc, url = start(app_dir, ["--graceful-timeout", "0.5"])
+    stop.append(proc)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(
+            b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\n"
+            b'content-length: 1000\r\n\r\n{"id": 1}\n'
+        )
+        time.sleep(0.2)  # the server is reading the body
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - began < 10  # not uvicorn's former fixed 60 s
