@@ -495,8 +495,11 @@ def test_protect_metrics_requires_the_token(serve: Any) -> None:
         ingest_app(sw.Pipeline(Gate()), protect_metrics=True)
 
 
-def test_slow_handler_and_short_client_timeout_handle_each_event_once(serve: Any) -> None:
-    """A wait=True send outlasting the client's timeout handles each event once.
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_slow_handler_and_short_client_timeout_handle_each_event_once(
+    serve: Any, client_kind: str
+) -> None:
+    """A wait=True send outlasting the client's timeout handles each event once (both clients).
 
     The resends carry the same Idempotency-Key: the server answers them from the first
     request, never admitting the events again.
@@ -508,8 +511,17 @@ def test_slow_handler_and_short_client_timeout_handle_each_event_once(serve: Any
         handled.extend(batch)
 
     r, p = serve(sw.Pipeline(slow, shards=1, batch_size=64, max_delay=0.001))
-    with sw.Client(r.url, timeout=0.1, breaker_failures=100) as client:
-        result = client.send([{"id": i} for i in range(10)], wait=True)
+    events = [{"id": i} for i in range(10)]
+    if client_kind == "sync":
+        with sw.Client(r.url, timeout=0.1, breaker_failures=100) as client:
+            result = client.send(events, wait=True)
+    else:
+
+        async def main() -> sw.SendResult:
+            async with sw.AsyncClient(r.url, timeout=0.1, breaker_failures=100) as client:
+                return await client.send(events, wait=True)
+
+        result = asyncio.run(main())
     assert result.failures >= 1  # the client did time out and resend
     assert (result.accepted, result.processed, result.dead_lettered) == (10, 10, 0)
     assert sorted(e["id"] for e in handled) == list(range(10))  # once each
@@ -641,3 +653,17 @@ def test_client_keys_suffixes_and_counts_events_held_by_a_503() -> None:
     assert [ids[0] for _, ids in seen] == [0, 0, 2, 5]
     assert (result.accepted, result.requests, result.failures) == (10, 4, 2)
     assert result.processed == 5  # the held 3 had no outcome yet when the drain answered
+
+
+def test_a_whole_send_repeated_with_its_key_is_not_admitted_twice(serve: Any) -> None:
+    """``send(events, key=k)`` twice (say, after an exception): the server admits them once."""
+    gate = Gate()
+    r, p = serve(sw.Pipeline(gate, max_delay=0.001))
+    events = [{"id": i} for i in range(5)]
+    with sw.Client(r.url) as client:
+        first = client.send(events, key="order-42")
+        again = client.send(events, key="order-42")
+    assert first.accepted == again.accepted == 5
+    assert p.wait_idle(WAIT)
+    assert p.stats().accepted == 5
+    assert sorted(e["id"] for e in gate.seen) == list(range(5))

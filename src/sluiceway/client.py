@@ -144,10 +144,10 @@ class _Run:
     partial acceptance, so that the server can tell a resend from a new request.
     """
 
-    def __init__(self, events: Sequence[Any], url: str) -> None:
+    def __init__(self, events: Sequence[Any], url: str, key: str | None) -> None:
         self.left = list(events)
         self.url = url
-        self.key = uuid.uuid4().hex
+        self.key = key if key is not None else uuid.uuid4().hex
         self.offset = 0  # events of this send accepted so far: where ``left`` starts
         self.accepted = self.requests = self.throttled = self.failures = 0
         self.attempts_without_progress = 0
@@ -250,10 +250,21 @@ class Client(_Base):
         self.sleep = sleep
         self.http = httpx.Client(timeout=self.timeout, transport=transport)
 
-    def send(self, events: Sequence[Any], priority: bool = False, wait: bool = False) -> SendResult:
-        """Deliver every event (resending refused suffixes); raise if that cannot be done."""
+    def send(
+        self,
+        events: Sequence[Any],
+        priority: bool = False,
+        wait: bool = False,
+        *,
+        key: str | None = None,
+    ) -> SendResult:
+        """Deliver every event (resending refused suffixes); raise if that cannot be done.
+
+        ``key``: the send's idempotency key (default: a fresh uuid4). Give your own to
+        repeat a whole send safely, say after it raised, within the server's window.
+        """
         url = self.url + ("?wait=true" if wait else "")
-        run = _Run(events, url)
+        run = _Run(events, url, key)
         while run.left:
             self.policy.before_request()
             try:
@@ -296,11 +307,19 @@ class AsyncClient(_Base):
         self.http = httpx.AsyncClient(timeout=self.timeout, transport=transport)
 
     async def send(
-        self, events: Sequence[Any], priority: bool = False, wait: bool = False
+        self,
+        events: Sequence[Any],
+        priority: bool = False,
+        wait: bool = False,
+        *,
+        key: str | None = None,
     ) -> SendResult:
-        """Deliver every event (resending refused suffixes); raise if that cannot be done."""
+        """Deliver every event (resending refused suffixes); raise if that cannot be done.
+
+        ``key``: as for :meth:`Client.send`.
+        """
         url = self.url + ("?wait=true" if wait else "")
-        run = _Run(events, url)
+        run = _Run(events, url, key)
         while run.left:
             self.policy.before_request()
             try:
