@@ -6,20 +6,25 @@ An ASGI app (Starlette) to run with uvicorn or mount in your app::
 
 ``POST /v1/events`` takes a JSON array of objects (``application/json``) or one object a
 line (``application/x-ndjson``); ``X-Priority: 1`` sends them down the priority lane. The
-whole body is parsed and validated before anything is admitted. Answers:
+whole body is parsed and validated (and, keyed, every key computed) before anything is
+admitted. Answers:
 
 =====  =====================================================================
 202    ``{"accepted": n}``: every event admitted
 429    ``{"accepted": k}`` and ``Retry-After``: the first k admitted; resend the rest
-400    ``{"error": ..., "line": n}``: the first bad line (1-based), nothing admitted
+400    ``{"error": ..., "line": n}``: the first bad line (1-based), nothing admitted (a
+       failing key function adds ``"index"``)
 401    a bearer token is configured and the request lacks it
 413    the body is larger than ``max_body`` bytes
 415    another content type
-503    the pipeline is draining, or too many bytes of bodies are being read
+503    the pipeline is draining, or too many bytes of bodies are being read; with
+       ``"accepted": k``, those k are held (drained or dead-lettered)
 =====  =====================================================================
 
 ``?wait=true`` answers only once the admitted events are processed or dead-lettered, with
-``processed`` and ``dead_lettered`` counts. ``/healthz`` says the process is alive,
+``processed`` and ``dead_lettered`` counts (503 if the drain begins first). A request with
+an ``Idempotency-Key`` that was already answered gets that answer again, without its
+events being admitted again (see ``ingest_app``). ``/healthz`` says the process is alive,
 ``/readyz`` whether it admits (not draining, not every breaker open), ``/metrics`` is
 Prometheus.
 """
