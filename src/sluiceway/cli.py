@@ -62,7 +62,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Run the HTTP ingest service. The working directory is put first on "
         "sys.path (as uvicorn and gunicorn do), so `sluiceway serve myapp:make_pipeline` "
         "works from the folder holding myapp.py. The bearer token is read from "
-        "$SLUICEWAY_TOKEN, or --token-file.",
+        "$SLUICEWAY_TOKEN, or --token-file. Needs: pip install 'sluiceway[http]'.",
     )
     serve.add_argument(
         "factory",
