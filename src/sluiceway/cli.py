@@ -70,9 +70,21 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "directory first",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    serve.add_argument("--port", type=port, default=8000)
-    serve.add_argument("--workers", type=_whole(1), default=1, help="processes, one pipeline each")
-    serve.add_argument("--metrics-port", type=port, default=None, help="summed /metrics here")
+    serve.add_argument("--port", type=port, default=8000, help="0..65535 (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_whole(1),
+        default=1,
+        metavar="N",
+        help="processes, one pipeline each (default 1)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="also serve the summed /metrics here (no auth)",
+    )
     secret = serve.add_mutually_exclusive_group()
     secret.add_argument(
         "--token-file",
@@ -91,11 +103,18 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="require the bearer token on /metrics too",
     )
-    serve.add_argument("--max-body", type=_whole(1), default=8 * 2**20, help="bytes per request")
+    serve.add_argument(
+        "--max-body",
+        type=_whole(1),
+        default=8 * 2**20,
+        metavar="BYTES",
+        help="per request; larger bodies get 413 (default 8 MiB)",
+    )
     serve.add_argument(
         "--max-inflight-bytes",
         type=_whole(1),
         default=64 * 2**20,
+        metavar="BYTES",
         help="bytes of request bodies read at once per worker; beyond it: 503 (default 64 MiB)",
     )
     serve.add_argument(
