@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,17 +11,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 
 import sluiceway as sw
+from sluiceway._idempotency import Answer, IdempotencyStore, Ticket
 from sluiceway.http import ingest_app
 
 from .conftest import WAIT
@@ -281,6 +288,7 @@ def test_client_rejects_4xx_with_a_typed_error(serve: Any) -> None:
     with sw.Client(r.url) as client, pytest.raises(sw.Rejected) as info:
         client.send([{"id": 1}])
     assert info.value.status == 401
+    assert f"HTTP 401 from {r.url}/v1/events" in str(info.value)
 
 
 def test_async_client_sends_and_waits(serve: Any) -> None:
@@ -354,3 +362,308 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         processed.extend(int(x) for x in f.read_text().split())
     assert len(accepted) >= 1000
     assert sorted(processed) == sorted(accepted)
+
+
+def test_a_failing_key_is_a_400_and_leaks_no_capacity(serve: Any) -> None:
+    """A body with one event lacking the key: 400 naming it, nothing admitted.
+
+    An idle keyed pipeline of capacity 8 still admits 8 events after several such bodies.
+    """
+    gate = Gate()
+    gate.open.clear()
+    r, p = serve(sw.Pipeline(gate, shards=1, capacity=8, key=lambda e: e["k"]))
+    good = b"".join(b'{"k": %d}\n' % i for i in range(5))
+    for query in ("", "?wait=true", ""):
+        bad = httpx.post(f"{r.url}/v1/events{query}", content=good + b'{"id": 9}\n', headers=NDJSON)
+        assert bad.status_code == 400
+        assert (bad.json()["line"], bad.json()["index"]) == (6, 5)
+        assert "key function" in bad.json()["error"]
+    array = httpx.post(f"{r.url}/v1/events", json=[{"k": 1}, {"k": [1]}])
+    assert (array.status_code, array.json()["line"]) == (400, 2)
+    assert p.stats().accepted == 0
+    full = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(8)).replace(b"id", b"k"),
+                      headers=NDJSON)  # fmt: skip
+    assert (full.status_code, full.json()) == (202, {"accepted": 8})
+    gate.open.set()
+
+
+def test_mounted_app_starts_on_first_use(serve: Any) -> None:
+    """Mounted without the host including its lifespan, the app starts its pipeline lazily.
+
+    A readiness probe starts it too, so that a probe never holds traffic back for ever.
+    """
+    gate = Gate()
+    posted, probed = ingest_app(lambda: sw.Pipeline(gate)), ingest_app(lambda: sw.Pipeline(gate))
+    servers = [Running(Starlette(routes=[Mount("/ingest", app=a)])) for a in (posted, probed)]
+    try:
+        assert httpx.get(f"{servers[1].url}/ingest/readyz").status_code == 200
+        url = f"{servers[0].url}/ingest"
+        resp = httpx.post(f"{url}/v1/events?wait=true", json=[{"id": 1}])
+        assert (resp.status_code, resp.json()["processed"]) == (202, 1)
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        for server, app in zip(servers, (posted, probed), strict=True):
+            server.stop()
+            app.state.sluiceway.pipeline.shutdown()  # no lifespan ran to do it
+    assert gate.seen == [{"id": 1}]
+
+
+def test_host_lifespan_drains_the_mounted_pipeline() -> None:
+    """With the app's lifespan in the host's, the host's shutdown drains the pipeline."""
+    gate = Gate()
+    gate.open.clear()
+    pipelines: list[sw.Pipeline] = []
+
+    def factory() -> sw.Pipeline:
+        pipelines.append(sw.Pipeline(gate, shards=2, batch_size=8))
+        return pipelines[-1]
+
+    ingest = ingest_app(factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with ingest.router.lifespan_context(app):
+            yield
+
+    r = Running(Starlette(routes=[Mount("/ingest", app=ingest)], lifespan=lifespan))
+    resp = httpx.post(f"{r.url}/ingest/v1/events", content=_ndjson(range(100)), headers=NDJSON)
+    assert resp.status_code == 202
+    assert not pipelines[0].closed
+    gate.open.set()
+    r.stop()
+    assert pipelines[0].closed
+    assert sorted(e["id"] for e in gate.seen) == list(range(100))
+
+
+def _raw_post(url: str, length: int, body: bytes) -> socket.socket:
+    """Open a connection and send a POST's headers declaring ``length`` and ``body``."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=WAIT)
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/x-ndjson\r\n"
+        f"content-length: {length}\r\n\r\n"
+    )
+    conn.sendall(head.encode() + body)
+    return conn
+
+
+def _raw_answer(conn: socket.socket) -> str:
+    """The status line and headers the server sent back on ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, "connection closed before an answer"
+        data += chunk
+    return data.decode("latin-1").lower()
+
+
+def test_bytes_in_flight_are_capped_without_reading_the_body(serve: Any) -> None:
+    """Beyond max_inflight_bytes of bodies being read, a request gets 503 and Retry-After.
+
+    The answer comes before its body is sent; once the first body is read, room is back.
+    """
+    r, _ = serve(sw.Pipeline(Gate()), max_inflight_bytes=1000)
+    ingest = r.server.config.app.state.sluiceway
+    first_body = _ndjson(range(70))  # 760 bytes
+    slow = _raw_post(r.url, len(first_body), first_body[:100])  # the rest comes later
+    deadline = time.monotonic() + WAIT
+    while ingest.inflight_bytes == 0:  # the server is reading the slow body
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    blocked = _raw_post(r.url, 500, b"")  # headers only: the body is never sent
+    answer = _raw_answer(blocked)
+    assert answer.startswith("http/1.1 503")
+    assert "retry-after: 1" in answer
+    blocked.close()
+    slow.sendall(first_body[100:])
+    assert _raw_answer(slow).startswith("http/1.1 202")
+    slow.close()
+    after = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(40)), headers=NDJSON)
+    assert after.status_code == 202
+    assert ingest.inflight_bytes == 0
+
+
+def test_protect_metrics_requires_the_token(serve: Any) -> None:
+    """With protect_metrics, /metrics answers 401 without the bearer token, 200 with it."""
+    r, _ = serve(sw.Pipeline(Gate()), token="s3cret", protect_metrics=True)
+    assert httpx.get(f"{r.url}/metrics").status_code == 401
+    ok = httpx.get(f"{r.url}/metrics", headers={"authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert "sluiceway_items_accepted_total" in ok.text
+    assert httpx.get(f"{r.url}/healthz").status_code == 200  # probes stay open
+    with pytest.raises(ValueError, match="protect_metrics needs a token"):
+        ingest_app(sw.Pipeline(Gate()), protect_metrics=True)
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_slow_handler_and_short_client_timeout_handle_each_event_once(
+    serve: Any, client_kind: str
+) -> None:
+    """A wait=True send outlasting the client's timeout handles each event once (both clients).
+
+    The resends carry the same Idempotency-Key: the server answers them from the first
+    request, never admitting the events again.
+    """
+    handled: list[Any] = []
+
+    def slow(batch: list[Any]) -> None:
+        time.sleep(0.4)
+        handled.extend(batch)
+
+    r, p = serve(sw.Pipeline(slow, shards=1, batch_size=64, max_delay=0.001))
+    events = [{"id": i} for i in range(10)]
+    if client_kind == "sync":
+        with sw.Client(r.url, timeout=0.1, breaker_failures=100) as client:
+            result = client.send(events, wait=True)
+    else:
+
+        async def main() -> sw.SendResult:
+            async with sw.AsyncClient(r.url, timeout=0.1, breaker_failures=100) as client:
+                return await client.send(events, wait=True)
+
+        result = asyncio.run(main())
+    assert result.failures >= 1  # the client did time out and resend
+    assert (result.accepted, result.processed, result.dead_lettered) == (10, 10, 0)
+    assert sorted(e["id"] for e in handled) == list(range(10))  # once each
+    assert p.stats().accepted == 10
+
+
+def test_repeated_idempotency_key_is_answered_from_memory(serve: Any) -> None:
+    """A repeat of a key gets the first answer without admitting again.
+
+    The store keeps only the newest ``idempotency_keys`` keys.
+    """
+    r, p = serve(sw.Pipeline(Gate()), idempotency_keys=3)
+    keys = r.server.config.app.state.sluiceway.keys
+
+    def post(key: str, ids: list[int]) -> httpx.Response:
+        headers = {**NDJSON, "idempotency-key": key}
+        return httpx.post(f"{r.url}/v1/events", content=_ndjson(ids), headers=headers)
+
+    for n in range(5):
+        assert post(f"k{n}", [n, n]).json() == {"accepted": 2}
+    assert len(keys) == 3
+    again = post("k4", [4, 4, 4])  # same key, even another body: the stored answer
+    assert (again.status_code, again.json()) == (202, {"accepted": 2})
+    assert again.headers["idempotent-replayed"] == "true"
+    assert p.stats().accepted == 10
+    forgotten = post("k0", [0, 0])  # pushed out by newer keys: admitted again
+    assert "idempotent-replayed" not in forgotten.headers
+    assert p.stats().accepted == 12
+    assert len(keys) == 3
+    bad = post("x" * 201, [1])
+    assert bad.status_code == 400
+
+
+def test_key_that_admitted_nothing_is_not_remembered(serve: Any) -> None:
+    """A 400 or a 429 that admitted nothing is not stored: fixing and resending works."""
+    gate = Gate()
+    gate.open.clear()
+    r, p = serve(sw.Pipeline(gate, shards=1, capacity=2))
+    headers = {**NDJSON, "idempotency-key": "k"}
+    bad = httpx.post(f"{r.url}/v1/events", content=b"{oops}\n", headers=headers)
+    assert bad.status_code == 400
+    ok = httpx.post(f"{r.url}/v1/events", content=_ndjson([1, 2]), headers=headers)
+    assert (ok.status_code, ok.json()) == (202, {"accepted": 2})
+    headers["idempotency-key"] = "full"
+    refused = httpx.post(f"{r.url}/v1/events", content=_ndjson([3]), headers=headers)
+    assert (refused.status_code, refused.json()) == (429, {"accepted": 0})
+    gate.open.set()
+    assert p.wait_idle(WAIT)
+    retried = httpx.post(f"{r.url}/v1/events", content=_ndjson([3]), headers=headers)
+    assert (retried.status_code, retried.json()) == (202, {"accepted": 1})
+
+
+def test_idempotency_store_forgets_after_its_ttl() -> None:
+    """Keys older than ``ttl`` seconds are forgotten (on the store's own clock)."""
+    now = [0.0]
+    store = IdempotencyStore(max_keys=10, ttl=300.0, now=lambda: now[0])
+
+    async def main() -> None:
+        ticket = await store.claim("a")
+        assert isinstance(ticket, Ticket)
+        ticket.finish(Answer(202, {"accepted": 1}, {}))
+        now[0] = 299.0
+        assert await store.claim("a") == Answer(202, {"accepted": 1}, {})
+        now[0] = 300.5
+        assert isinstance(await store.claim("a"), Ticket)  # expired: a fresh claim
+        assert len(store) == 1
+
+    asyncio.run(main())
+
+
+def test_client_gives_up_naming_the_cause_and_the_url() -> None:
+    """After max_attempts the error says what went wrong and where."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    with (
+        sw.Client(url, sleep=lambda s: None, max_attempts=2) as client,
+        pytest.raises(sw.SluicewayError) as info,
+    ):
+        client.send([{"id": 1}])
+    message = str(info.value)
+    assert f"{url}/v1/events" in message
+    assert "ConnectError" in message
+
+
+def test_client_repr_shows_the_url_not_the_token() -> None:
+    """Both clients' repr names the endpoint and leaves the bearer token out."""
+    with sw.Client("http://127.0.0.1:8000/", token="s3cret") as client:
+        text = repr(client)
+    assert text == "Client(url='http://127.0.0.1:8000/v1/events', timeout=10.0)"
+
+    async def main() -> str:
+        async with sw.AsyncClient("http://127.0.0.1:8000", token="s3cret", timeout=2) as c:
+            return repr(c)
+
+    atext = asyncio.run(main())
+    assert atext == "AsyncClient(url='http://127.0.0.1:8000/v1/events', timeout=2)"
+    assert "s3cret" not in text + atext
+
+
+def test_client_keys_suffixes_and_counts_events_held_by_a_503() -> None:
+    """Retries keep the send's key; the suffix after k accepted events gets ``key+k``.
+
+    A 503 saying ``accepted: k`` (a ?wait=true open at a drain) counts those k as held.
+    """
+    seen: list[tuple[str, list[int]]] = []
+    script = [
+        (500, {"error": "boom"}),  # retried with the same key
+        (429, {"accepted": 2}),  # the suffix from 2 gets key+2
+        (503, {"accepted": 3, "processed": 0, "dead_lettered": 0, "error": "draining"}),
+        (202, {"accepted": 5, "processed": 5, "dead_lettered": 0}),
+    ]
+
+    async def events(request: Request) -> Response:
+        ids = [orjson.loads(line)["id"] for line in (await request.body()).splitlines()]
+        seen.append((request.headers["idempotency-key"], ids))
+        status, body = script[len(seen) - 1]
+        return Response(orjson.dumps(body), status, headers={"retry-after": "0"})
+
+    r = Running(Starlette(routes=[Route("/v1/events", events, methods=["POST"])]))
+    try:
+        with sw.Client(r.url, sleep=lambda s: None) as client:
+            result = client.send([{"id": i} for i in range(10)], wait=True)
+    finally:
+        r.stop()
+    key = seen[0][0]
+    assert [k for k, _ in seen] == [key, key, f"{key}+2", f"{key}+5"]
+    assert [ids[0] for _, ids in seen] == [0, 0, 2, 5]
+    assert (result.accepted, result.requests, result.failures) == (10, 4, 2)
+    assert result.processed == 5  # the held 3 had no outcome yet when the drain answered
+
+
+def test_a_whole_send_repeated_with_its_key_is_not_admitted_twice(serve: Any) -> None:
+    """``send(events, key=k)`` twice (say, after an exception): the server admits them once."""
+    gate = Gate()
+    r, p = serve(sw.Pipeline(gate, max_delay=0.001))
+    events = [{"id": i} for i in range(5)]
+    with sw.Client(r.url) as client:
+        first = client.send(events, key="order-42")
+        again = client.send(events, key="order-42")
+    assert first.accepted == again.accepted == 5
+    assert p.wait_idle(WAIT)
+    assert p.stats().accepted == 5
+    assert sorted(e["id"] for e in gate.seen) == list(range(5))

@@ -112,7 +112,9 @@ class CircuitOpen(SluicewayError):
 class Rejected(SluicewayError):
     """The ingest service answered with a client error (400, 401, 413, 415)."""
 
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:200]}")
+    def __init__(self, status: int, body: str, url: str | None = None) -> None:
+        where = "" if url is None else f" from {url}"
+        super().__init__(f"HTTP {status}{where}: {body[:200]}")
         self.status = status
         self.body = body
+        self.url = url

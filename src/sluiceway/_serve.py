@@ -1,8 +1,15 @@
 """``sluiceway serve module:factory``: the ingest app under uvicorn, one or many workers.
 
 ``factory()`` returns a :class:`sluiceway.Pipeline` (each worker process calls it once and
-gets its own pipeline). SIGTERM or SIGINT makes uvicorn stop accepting connections and run
-every worker's lifespan shutdown, which drains its pipeline before the process exits.
+gets its own pipeline); ``module`` is imported with the working directory first on
+``sys.path``. SIGTERM or SIGINT begins every worker's drain at once (open ``?wait=true``
+requests get 503, new requests 503) and makes uvicorn stop accepting connections; the
+drain lasts at most ``drain_timeout``, then what is left is dead-lettered, to the
+``dead_letters`` JSONL file when the pipeline keeps its dead letters in memory. Both ends of
+the drain are logged (``sluiceway.serve``, stderr).
+
+The workers share one idempotency store (SQLite, in the server's temporary directory), so
+that a client's resend is recognised whichever worker it reaches.
 
 Metrics of a multi-worker server are summed: each worker writes its metrics to a shared
 directory every half second (and once more after draining), and ``/metrics`` on any worker,
@@ -11,13 +18,18 @@ like ``--metrics-port`` on the parent, serves the sum over all workers.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import signal
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,13 +41,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._factory import load_factory
-from .http import ingest_app
+from ._core._pipeline import Pipeline
+from ._errors import SluicewayError
+from ._factory import FactoryError, build_pipeline, load_factory
+from ._idempotency import SharedIdempotencyStore
+from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
-__all__ = ["SummedMetrics", "app_factory", "serve", "serve_command"]
+__all__ = ["ServeError", "SummedMetrics", "app_factory", "serve", "serve_command"]
+
+log = logging.getLogger("sluiceway.serve")
+
+
+class ServeError(SluicewayError, ValueError):
+    """The options of ``serve`` cannot work together; the message says why."""
+
 
 ENV = "SLUICEWAY_SERVE"
+TOKEN_ENV = "SLUICEWAY_TOKEN"
+KEYS_FILE = "idempotency.sqlite3"  # in the server's temporary directory, shared by workers
+DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
+# The pipeline serve() built in this process to check the factory; with one worker,
+# uvicorn runs the app in this same process and uses it instead of calling the factory again.
+_checked: list[Pipeline] = []
 
 
 class SummedMetrics(Collector):
@@ -66,16 +95,33 @@ class SummedMetrics(Collector):
 def app_factory() -> Any:
     """The uvicorn app factory each worker process calls (options come from the env)."""
     options = json.loads(os.environ[ENV])
-    factory = load_factory(options["factory"])
+    spec = options["factory"]
+    if _checked:
+        pipeline: Pipeline = _checked.pop()
+    else:
+        pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
+    shared = None  # one worker: the app's own in-memory store is enough
+    if options["idempotency_keys"] > 0 and options["workers"] > 1:
+        shared = SharedIdempotencyStore(
+            directory / KEYS_FILE, options["idempotency_keys"], options["idempotency_ttl"]
+        )
     app = ingest_app(
-        factory,
+        pipeline,
         token=options.get("token"),
         max_body=options["max_body"],
         registry=registry,
         name=options.get("name", "http"),
+        drain_timeout=options["drain_timeout"],
+        dead_letters=options["dead_letters"],
+        max_inflight_bytes=options["max_inflight_bytes"],
+        protect_metrics=options["protect_metrics"],
+        idempotency_keys=options["idempotency_keys"],
+        idempotency_ttl=options["idempotency_ttl"],
+        idempotency_store=shared,
     )
+    ingest: Ingest = app.state.sluiceway
     summed = CollectorRegistry()
     summed.register(SummedMetrics(directory))
     own = directory / f"{os.getpid()}.prom"
@@ -94,23 +140,94 @@ def app_factory() -> Any:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
+        _log_to_stderr()
         async with inner(a):
+            _drain_on_signals(ingest, asyncio.get_running_loop())
             t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
             t.start()
             try:
                 yield
             finally:
                 stop.set()
+                _begin_drain(ingest)
+        _log_report(ingest)
         write()  # after the drain: the final counts
+        if shared is not None:
+            shared.close()
 
     app.router.lifespan_context = lifespan
 
     async def metrics(request: Request) -> Response:
+        if not ingest.metrics_allowed(request):
+            return unauthorised()
         return Response(generate_latest(summed), media_type="text/plain; version=0.0.4")
 
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
     app.router.routes.append(Route("/metrics", metrics))
     return app
+
+
+def _log_to_stderr() -> None:
+    """Send ``sluiceway.*`` INFO records to stderr unless logging was configured already."""
+    root = logging.getLogger("sluiceway")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def _begin_drain(ingest: Ingest) -> None:
+    """Start the drain now (once), and say so."""
+    if ingest.report is None and not ingest.draining().is_set():
+        p = ingest.pipeline
+        log.info(
+            "drain started (pid %d): %d events in flight, drain timeout %ss",
+            os.getpid(),
+            0 if p is None else p.stats().in_flight,
+            ingest.drain_timeout,
+        )
+    ingest.begin_drain()
+
+
+def _drain_on_signals(ingest: Ingest, loop: asyncio.AbstractEventLoop) -> None:
+    """On SIGTERM/SIGINT, begin the drain at once, then let uvicorn's handler run.
+
+    uvicorn's own shutdown first waits for open connections; a ``?wait=true`` request would
+    hold it until its events are processed. Draining from the signal answers those with 503
+    at once. uvicorn restores its predecessors' handlers when it returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(_begin_drain, ingest)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _log_report(ingest: Ingest) -> None:
+    report = ingest.report
+    if report is None:
+        return
+    if ingest.dead_letters is not None and ingest.pipeline is not None:
+        where = f"{ingest.dead_letters.written} dead letters appended to {ingest.dead_letters.path}"
+    else:
+        where = "dead letters went to the pipeline's own dead_letter sink"
+    log.info(
+        "drain finished (pid %d): %d accepted, %d processed, %d dead-lettered "
+        "(%d unfinished at the drain timeout); %s",
+        os.getpid(),
+        report.accepted,
+        report.processed,
+        report.dead_lettered,
+        report.unfinished,
+        where,
+    )
 
 
 def serve(
@@ -122,18 +239,61 @@ def serve(
     metrics_port: int | None = None,
     token: str | None = None,
     max_body: int = 8 * 2**20,
+    drain_timeout: float | None = 30.0,
+    dead_letters: str | None = DEFAULT_DEAD_LETTERS,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    graceful_timeout: float | None = 60.0,
+    protect_metrics: bool = False,
+    idempotency_keys: int = 10_000,
+    idempotency_ttl: float = 300.0,
 ) -> int:
-    """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit."""
-    load_factory(factory)  # fail early, in the parent, on a wrong spec
-    with tempfile.TemporaryDirectory(prefix="sluiceway-metrics-") as directory:
+    """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
+
+    The factory is imported with the working directory first on ``sys.path`` and called
+    once here, so that a wrong spec fails before any worker starts (:class:`FactoryError`).
+    With one worker that pipeline is the one served; with several, each worker process
+    calls the factory again and this one is shut down unused.
+    """
+    if protect_metrics and token is None:
+        raise ServeError("--protect-metrics needs a token ($SLUICEWAY_TOKEN or --token-file)")
+    if protect_metrics and metrics_port is not None:
+        raise ServeError(
+            "--metrics-port serves without auth: with --protect-metrics, scrape /metrics on "
+            "the main port"
+        )
+    _log_to_stderr()
+    cwd = os.getcwd()
+    checked = build_pipeline(factory, load_factory(factory, cwd))
+    if workers == 1:
+        _checked[:] = [checked]
+    else:
+        checked.shutdown(0)
+    with tempfile.TemporaryDirectory(prefix="sluiceway-") as directory:
+        SharedIdempotencyStore.create(Path(directory) / KEYS_FILE)
         os.environ[ENV] = json.dumps(
-            {"factory": factory, "metrics_dir": directory, "token": token, "max_body": max_body}
+            {
+                "factory": factory,
+                "directory": cwd,
+                "metrics_dir": directory,
+                "token": token,
+                "max_body": max_body,
+                "drain_timeout": drain_timeout,
+                "dead_letters": None if not dead_letters else os.path.abspath(dead_letters),
+                "max_inflight_bytes": max_inflight_bytes,
+                "protect_metrics": protect_metrics,
+                "idempotency_keys": idempotency_keys,
+                "idempotency_ttl": idempotency_ttl,
+                "workers": workers,
+            }
         )
         server = None
         if metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+        # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
+        # default handler that would kill this process before the clean-up below.
+        previous = signal.signal(signal.SIGTERM, _drained)
         try:
             uvicorn.run(
                 "sluiceway._serve:app_factory",
@@ -143,23 +303,66 @@ def serve(
                 workers=workers,
                 lifespan="on",
                 log_level="warning",
-                timeout_graceful_shutdown=60,
+                # uvicorn hands it to asyncio.wait_for, which takes any float
+                timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
             )
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()
     return 0
 
 
+def _drained(signum: int, frame: FrameType | None) -> None:
+    """The SIGTERM uvicorn re-raises after its graceful shutdown: nothing left to do."""
+
+
 def serve_command(args: Any) -> int:
-    """``sluiceway serve`` with parsed arguments."""
+    """``sluiceway serve`` with parsed arguments; a bad factory is one line and status 2."""
+    try:
+        return _serve(args)
+    except (FactoryError, ServeError) as exc:
+        print(f"sluiceway serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _token(args: Any) -> str | None:
+    """The bearer token: --token-file, else --token (with a warning), else $SLUICEWAY_TOKEN."""
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ServeError(
+                f"cannot read --token-file {args.token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ServeError(f"--token-file {args.token_file} is empty")
+        return token
+    if args.token is not None:
+        print(
+            "sluiceway serve: warning: --token is visible to every local user in the process "
+            f"list; prefer ${TOKEN_ENV} or --token-file",
+            file=sys.stderr,
+        )
+        return str(args.token)
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _serve(args: Any) -> int:
     return serve(
         args.factory,
         host=args.host,
         port=args.port,
         workers=args.workers,
         metrics_port=args.metrics_port,
-        token=args.token,
+        token=_token(args),
+        protect_metrics=args.protect_metrics,
+        idempotency_keys=args.idempotency_keys,
+        idempotency_ttl=args.idempotency_ttl,
         max_body=args.max_body,
+        drain_timeout=args.drain_timeout,
+        dead_letters=args.dead_letters,
+        max_inflight_bytes=args.max_inflight_bytes,
+        graceful_timeout=args.graceful_timeout,
     )

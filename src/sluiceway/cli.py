@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -45,6 +46,139 @@ sluiceway: high-throughput event pipelines for Python.
 Commands: bench (the benchmark workload of docs/workload.md, every engine side by side),
 serve (the HTTP ingest service), worker (a NATS JetStream consumer) and top (watch a
 pipeline's /metrics live). Each command's --help lists its options."""
+
+
+def _whole(low: int, high: int | None = None) -> type:
+    """An argparse type for a whole number within ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _seconds(text: str) -> float:
+    """An argparse type for a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
+    return value
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    port = _whole(0, 65535)
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP ingest service (uvicorn)",
+        description="Run the HTTP ingest service. The working directory is put first on "
+        "sys.path (as uvicorn and gunicorn do), so `sluiceway serve myapp:make_pipeline` "
+        "works from the folder holding myapp.py. The bearer token is read from "
+        "$SLUICEWAY_TOKEN, or --token-file. Needs: pip install 'sluiceway[http]'.",
+    )
+    serve.add_argument(
+        "factory",
+        help="module:function returning a sluiceway.Pipeline, imported from the working "
+        "directory first",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    serve.add_argument("--port", type=port, default=8000, help="0..65535 (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_whole(1),
+        default=1,
+        metavar="N",
+        help="processes, one pipeline each (default 1)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="also serve the summed /metrics here (no auth)",
+    )
+    secret = serve.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None,
+        help="require the bearer token read from this file (whitespace stripped)",
+    )
+    secret.add_argument(
+        "--token",
+        default=None,
+        help="require this bearer token (visible in the process list: prefer "
+        "$SLUICEWAY_TOKEN or --token-file)",
+    )
+    serve.add_argument(
+        "--protect-metrics",
+        action="store_true",
+        help="require the bearer token on /metrics too",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=_whole(1),
+        default=8 * 2**20,
+        metavar="BYTES",
+        help="per request; larger bodies get 413 (default 8 MiB)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=_whole(1),
+        default=64 * 2**20,
+        metavar="BYTES",
+        help="bytes of request bodies read at once per worker; beyond it: 503 (default 64 MiB)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, drain each pipeline for this long; what is left is "
+        "dead-lettered (default 30)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, wait this long for slow clients' requests (default 60)",
+    )
+    serve.add_argument(
+        "--dead-letters",
+        default="sluiceway-dead-letters.jsonl",
+        metavar="PATH",
+        help="JSONL file to which the dead letters of a pipeline using the default "
+        "in-memory sink are appended, including events not drained in time (default "
+        "./sluiceway-dead-letters.jsonl; '' to keep them in memory only)",
+    )
+    serve.add_argument(
+        "--idempotency-keys",
+        type=_whole(0),
+        default=10_000,
+        metavar="N",
+        help="remember the answers to this many recent Idempotency-Keys per worker "
+        "(default 10000; 0 turns it off)",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="for this long (default 300)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,19 +289,7 @@ def _parser() -> argparse.ArgumentParser:
         help="no live display; it is drawn only when stderr is a terminal (default: off)",
     )
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the HTTP ingest service (uvicorn)",
-        description="Run the HTTP ingest service, under uvicorn, for the pipeline that factory "
-        "(module:function) returns. Needs: pip install 'sluiceway[http]'.",
-    )
-    serve.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="processes, one pipeline each")
-    serve.add_argument("--metrics-port", type=int, default=None, help="summed /metrics here")
-    serve.add_argument("--token", default=None, help="require this bearer token")
-    serve.add_argument("--max-body", type=int, default=8 * 2**20, help="bytes per request")
+    _serve_parser(sub)
 
     worker = sub.add_parser(
         "worker",

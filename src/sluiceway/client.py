@@ -1,7 +1,10 @@
 """Clients for the ingest service that respect its backpressure (``sluiceway[http]``).
 
 ``send(events)`` posts NDJSON. On 429 it resends exactly the refused suffix after
-``Retry-After``; on a transport error or 5xx it backs off exponentially with full jitter. A
+``Retry-After``; on a transport error or 5xx it backs off exponentially with full jitter.
+Resends are idempotent: each request carries an ``Idempotency-Key`` (one per send, kept
+across its retries; ``<key>+<offset>`` for a refused suffix), and the service answers a
+repeat from memory instead of admitting its events again. A
 client-side circuit breaker fails fast with :class:`sluiceway.CircuitOpen` after repeated
 failures and lets one probe through after a cool-down. Sleeping and the clock are
 injectable, so tests run without waiting.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,19 +126,38 @@ class _Base:
             seed=seed,
         )
 
-    def _request_headers(self, priority: bool) -> dict[str, str]:
-        return {**self.headers, "x-priority": "1"} if priority else self.headers
+    def _request_headers(self, run: _Run, priority: bool) -> dict[str, str]:
+        headers = {**self.headers, "idempotency-key": run.idempotency_key()}
+        if priority:
+            headers["x-priority"] = "1"
+        return headers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r}, timeout={self.timeout!r})"
 
 
 class _Run:
-    """The state of one send: what is left, and what happened."""
+    """The state of one send: what is left, and what happened.
 
-    def __init__(self, events: Sequence[Any]) -> None:
+    Every request carries an ``Idempotency-Key``: a fresh uuid4 for the send, kept across
+    its retries, and ``<key>+<offset>`` for the suffix that starts at ``offset`` after a
+    partial acceptance, so that the server can tell a resend from a new request.
+    """
+
+    def __init__(self, events: Sequence[Any], url: str, key: str | None) -> None:
         self.left = list(events)
+        self.url = url
+        self.key = key if key is not None else uuid.uuid4().hex
+        self.offset = 0  # events of this send accepted so far: where ``left`` starts
         self.accepted = self.requests = self.throttled = self.failures = 0
         self.attempts_without_progress = 0
         self.processed: int | None = None
         self.dead: int | None = None
+        self.error: BaseException | None = None  # the last transport error
+
+    def idempotency_key(self) -> str:
+        """The key of the next request: the send's own, or the suffix's."""
+        return self.key if self.offset == 0 else f"{self.key}+{self.offset}"
 
     def read(self, policy: _Policy, response: httpx.Response | None) -> float | None:
         """Digest one answer; return seconds to wait before the next try, None when done."""
@@ -142,10 +165,12 @@ class _Run:
         if response is None or response.status_code >= 500:
             policy.failure()
             self.failures += 1
-            self.attempts_without_progress += 1
+            held = 0 if response is None else self._held(response)
+            self.attempts_without_progress = 0 if held else self.attempts_without_progress + 1
             if self.attempts_without_progress >= policy.max_attempts:
-                detail = "no answer" if response is None else f"HTTP {response.status_code}"
-                raise SluicewayError(f"gave up after {self.requests} requests: {detail}")
+                raise SluicewayError(
+                    f"gave up on {self.url} after {self.requests} requests: {self._cause(response)}"
+                )
             if response is not None and "retry-after" in response.headers:
                 return _seconds(response.headers["retry-after"])
             return policy.delay(self.failures)
@@ -157,14 +182,38 @@ class _Run:
             return None
         if response.status_code == 429:
             k = int(data.get("accepted", 0))
-            self._count(data, k)
-            self.left = self.left[k:]
+            self._advance(data, k)
             self.throttled += 1
             self.attempts_without_progress = 0 if k else self.attempts_without_progress + 1
             if self.attempts_without_progress >= policy.max_attempts:
-                raise SluicewayError(f"still throttled after {self.requests} requests")
+                raise SluicewayError(
+                    f"gave up on {self.url}: still throttled after {self.requests} requests"
+                )
             return _seconds(response.headers.get("retry-after", "1"))
-        raise Rejected(response.status_code, response.text)
+        raise Rejected(response.status_code, response.text, self.url)
+
+    def _held(self, response: httpx.Response) -> int:
+        """A 503 that says ``accepted: k`` (a drain or an interruption) still holds k."""
+        try:
+            data = response.json()
+            k = int(data.get("accepted", 0)) if isinstance(data, dict) else 0
+        except ValueError:
+            return 0
+        if k:
+            self._advance(data, k)
+        return k
+
+    def _advance(self, data: dict[str, Any], k: int) -> None:
+        self._count(data, k)
+        self.left = self.left[k:]
+        self.offset += k
+
+    def _cause(self, response: httpx.Response | None) -> str:
+        if response is not None:
+            return f"HTTP {response.status_code}: {response.text[:200]}"
+        if self.error is not None:
+            return f"no answer ({type(self.error).__name__}: {self.error})"
+        return "no answer"
 
     def _count(self, data: dict[str, Any], k: int) -> None:
         self.accepted += int(data.get("accepted", k))
@@ -201,18 +250,30 @@ class Client(_Base):
         self.sleep = sleep
         self.http = httpx.Client(timeout=self.timeout, transport=transport)
 
-    def send(self, events: Sequence[Any], priority: bool = False, wait: bool = False) -> SendResult:
-        """Deliver every event (resending refused suffixes); raise if that cannot be done."""
-        run = _Run(events)
+    def send(
+        self,
+        events: Sequence[Any],
+        priority: bool = False,
+        wait: bool = False,
+        *,
+        key: str | None = None,
+    ) -> SendResult:
+        """Deliver every event (resending refused suffixes); raise if that cannot be done.
+
+        ``key``: the send's idempotency key (default: a fresh uuid4). Give your own to
+        repeat a whole send safely, say after it raised, within the server's window.
+        """
         url = self.url + ("?wait=true" if wait else "")
+        run = _Run(events, url, key)
         while run.left:
             self.policy.before_request()
             try:
                 response: httpx.Response | None = self.http.post(
-                    url, content=_body(run.left), headers=self._request_headers(priority)
+                    url, content=_body(run.left), headers=self._request_headers(run, priority)
                 )
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 response = None
+                run.error = exc
             pause = run.read(self.policy, response)
             if pause is not None and run.left:
                 self.sleep(pause)
@@ -246,19 +307,28 @@ class AsyncClient(_Base):
         self.http = httpx.AsyncClient(timeout=self.timeout, transport=transport)
 
     async def send(
-        self, events: Sequence[Any], priority: bool = False, wait: bool = False
+        self,
+        events: Sequence[Any],
+        priority: bool = False,
+        wait: bool = False,
+        *,
+        key: str | None = None,
     ) -> SendResult:
-        """Deliver every event (resending refused suffixes); raise if that cannot be done."""
-        run = _Run(events)
+        """Deliver every event (resending refused suffixes); raise if that cannot be done.
+
+        ``key``: as for :meth:`Client.send`.
+        """
         url = self.url + ("?wait=true" if wait else "")
+        run = _Run(events, url, key)
         while run.left:
             self.policy.before_request()
             try:
                 response: httpx.Response | None = await self.http.post(
-                    url, content=_body(run.left), headers=self._request_headers(priority)
+                    url, content=_body(run.left), headers=self._request_headers(run, priority)
                 )
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 response = None
+                run.error = exc
             pause = run.read(self.policy, response)
             if pause is not None and run.left:
                 await self.sleep(pause)

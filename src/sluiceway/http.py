@@ -6,20 +6,25 @@ An ASGI app (Starlette) to run with uvicorn or mount in your app::
 
 ``POST /v1/events`` takes a JSON array of objects (``application/json``) or one object a
 line (``application/x-ndjson``); ``X-Priority: 1`` sends them down the priority lane. The
-whole body is parsed and validated before anything is admitted. Answers:
+whole body is parsed and validated (and, keyed, every key computed) before anything is
+admitted. Answers:
 
 =====  =====================================================================
 202    ``{"accepted": n}``: every event admitted
 429    ``{"accepted": k}`` and ``Retry-After``: the first k admitted; resend the rest
-400    ``{"error": ..., "line": n}``: the first bad line (1-based), nothing admitted
+400    ``{"error": ..., "line": n}``: the first bad line (1-based), nothing admitted (a
+       failing key function adds ``"index"``)
 401    a bearer token is configured and the request lacks it
 413    the body is larger than ``max_body`` bytes
 415    another content type
-503    the pipeline is draining
+503    the pipeline is draining, or too many bytes of bodies are being read; with
+       ``"accepted": k``, those k are held (drained or dead-lettered)
 =====  =====================================================================
 
 ``?wait=true`` answers only once the admitted events are processed or dead-lettered, with
-``processed`` and ``dead_lettered`` counts. ``/healthz`` says the process is alive,
+``processed`` and ``dead_lettered`` counts (503 if the drain begins first). A request with
+an ``Idempotency-Key`` that was already answered gets that answer again, without its
+events being admitted again (see ``ingest_app``). ``/healthz`` says the process is alive,
 ``/readyz`` whether it admits (not draining, not every breaker open), ``/metrics`` is
 Prometheus.
 """
@@ -29,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,12 +53,30 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import prometheus as swp
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
+from ._deadletters import JsonlDeadLetters
+from ._errors import InvalidItem
+from ._idempotency import Answer, IdempotencyStore, KeyStore
+from ._records import DrainReport
 
-__all__ = ["BadBody", "ingest_app", "parse_body"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_INFLIGHT_BYTES",
+    "BadBody",
+    "Ingest",
+    "ingest_app",
+    "parse_body",
+    "unauthorised",
+]
+
+log = logging.getLogger("sluiceway.http")
 
 JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 DEFAULT_MAX_BODY = 8 * 2**20
+DEFAULT_MAX_INFLIGHT_BYTES = 64 * 2**20
+MAX_KEY_LENGTH = 200
+INTERRUPTED = "interrupted after admitting: the accepted events are held"
+HELD = "draining: the accepted events are held (drained or dead-lettered)"
 
 
 class BadBody(ValueError):
@@ -110,8 +135,150 @@ def _validated(
     return events
 
 
+def unauthorised() -> Response:
+    """The 401 answer to a request without the bearer token."""
+    return _json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
+
+
+def _answer(answer: Answer, *, replayed: bool = False) -> Response:
+    headers = {**answer.headers, "Idempotent-Replayed": "true"} if replayed else answer.headers
+    return _json(answer.status, answer.body, headers)
+
+
 def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status, headers=headers, media_type=JSON)
+
+
+class Ingest:
+    """The state behind one ingest app (``app.state.sluiceway``): its pipeline and drain.
+
+    The pipeline is built and started by the app's lifespan, or on first use when the app
+    is mounted in a host that does not run it. The drain begins once, with
+    :meth:`begin_drain` (``sluiceway serve`` calls it on SIGTERM) or at lifespan shutdown.
+    """
+
+    def __init__(
+        self,
+        source: Pipeline | Callable[[], Pipeline],
+        *,
+        drain_timeout: float | None,
+        dead_letters: str | os.PathLike[str] | None,
+        registry: CollectorRegistry,
+        name: str,
+        token: str | None = None,
+        protect_metrics: bool = False,
+        idempotency_keys: int = 10_000,
+        idempotency_ttl: float = 300.0,
+        idempotency_store: KeyStore | None = None,
+    ) -> None:
+        if protect_metrics and token is None:
+            raise ValueError("protect_metrics needs a token")
+        self.source = source
+        self._expected = None if token is None else f"Bearer {token}".encode()
+        self.protect_metrics = protect_metrics
+        self.keys: KeyStore | None = idempotency_store
+        if idempotency_store is None and idempotency_keys > 0:
+            self.keys = IdempotencyStore(idempotency_keys, idempotency_ttl)
+        self.drain_timeout = drain_timeout
+        self.dead_letters = None if dead_letters is None else JsonlDeadLetters(dead_letters)
+        self.registry = registry
+        self.name = name
+        self.pipeline: Pipeline | None = None
+        self.report: DrainReport | None = None
+        self.lifespan_started = False
+        self.inflight_bytes = 0  # reserved by requests reading their body (loop thread only)
+        self._drain: asyncio.Task[DrainReport] | None = None
+        self._draining: asyncio.Event | None = None  # created on the serving loop
+
+    def authorised(self, request: Request) -> bool:
+        """True without a token, or when the request carries it (constant-time compare)."""
+        if self._expected is None:
+            return True
+        got = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(got, self._expected)
+
+    def metrics_allowed(self, request: Request) -> bool:
+        """``/metrics`` is open unless ``protect_metrics``; then it needs the token."""
+        return not self.protect_metrics or self.authorised(request)
+
+    def current(self) -> Pipeline:
+        """The running pipeline; built and started now if the lifespan did not run."""
+        if self.pipeline is None:
+            if not self.lifespan_started:
+                log.warning(
+                    "ingest app %r started on first use: no lifespan ran, so nothing will "
+                    "drain its pipeline at shutdown (include app.router.lifespan_context "
+                    "in the host app's lifespan)",
+                    self.name,
+                )
+            self.start()
+        assert self.pipeline is not None
+        return self.pipeline
+
+    def start(self) -> None:
+        """Build the pipeline (calling the factory), register its metrics, start it."""
+        source = self.source
+        p = source if isinstance(source, Pipeline) else source()
+        if not isinstance(p, Pipeline):
+            raise TypeError(f"the factory returned {type(p).__name__}, not a Pipeline")
+        if self.dead_letters is not None and _keeps_dead_letters_in_memory(p):
+            p.add_dead_letter_listener(self.dead_letters)
+        swp.register(p, self.registry, name=self.name)
+        p.start()
+        self.pipeline = p
+
+    @property
+    def drain_begun(self) -> bool:
+        """True once :meth:`begin_drain` ran: nothing more is admitted or started."""
+        return self._drain is not None
+
+    def draining(self) -> asyncio.Event:
+        """Set once the drain has begun (answers open ``?wait=true`` requests with 503)."""
+        if self._draining is None:
+            self._draining = asyncio.Event()
+        return self._draining
+
+    def begin_drain(self) -> asyncio.Task[DrainReport]:
+        """Start draining (once; on the serving loop); the task ends with the report."""
+        if self._drain is None:
+            self.draining().set()
+            self._drain = asyncio.get_running_loop().create_task(self._drained())
+        return self._drain
+
+    async def _drained(self) -> DrainReport:
+        p = self.pipeline
+        if p is None:  # never started: nothing was accepted
+            self.report = DrainReport(0, 0, 0, 0, timed_out=False)
+        else:
+            self.report = await p.ashutdown(self.drain_timeout)
+            swp.unregister(self.name, self.registry)
+        return self.report
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Start the pipeline; at shutdown, drain it (``drain_timeout``)."""
+        self.lifespan_started = True
+        if self.pipeline is None:
+            self.start()
+        try:
+            yield
+        finally:
+            await self.begin_drain()
+
+
+def _keeps_dead_letters_in_memory(p: Pipeline) -> bool:
+    try:
+        p.dead_letters  # noqa: B018 - raises unless the default in-memory sink is in use
+    except AttributeError:
+        return False
+    return True
+
+
+def _line_of(index: int, body: bytes, content_type: str) -> int:
+    """The 1-based line (NDJSON) or element (JSON array) of the event at ``index``."""
+    if content_type == JSON:
+        return index + 1
+    return [n for n, raw in enumerate(body.split(b"\n"), 1) if raw.strip()][index]
 
 
 def ingest_app(
@@ -124,108 +291,171 @@ def ingest_app(
     name: str = "http",
     drain_timeout: float | None = 30.0,
     registry: CollectorRegistry | None = None,
+    dead_letters: str | os.PathLike[str] | None = None,
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    protect_metrics: bool = False,
+    idempotency_keys: int = 10_000,
+    idempotency_ttl: float = 300.0,
+    idempotency_store: KeyStore | None = None,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
-    The app starts the pipeline at startup and drains it at shutdown (``drain_timeout``).
-    ``token`` enables bearer-token auth (compared in constant time). ``validate(event)``
-    may raise to reject an event (the request then gets 400 and nothing is admitted).
+    The app starts the pipeline at startup and drains it at shutdown (``drain_timeout``);
+    mounted in a host app that does not run its lifespan, it starts the pipeline on first
+    use (include ``app.router.lifespan_context`` in the host's lifespan so that shutdown
+    drains it). ``token`` enables bearer-token auth (compared in constant time) on
+    ``POST /v1/events`` and, with ``protect_metrics``, on ``/metrics`` (probes stay open).
+    ``validate(event)`` may raise to reject an event (the request then gets 400 and nothing
+    is admitted). ``dead_letters``: a JSONL file to which the dead letters of a pipeline
+    using the default in-memory sink are also appended, so that events accepted with 202
+    but not drained in time are kept. ``max_inflight_bytes`` caps the bytes of bodies being
+    read at once (counted by their ``Content-Length``, or ``max_body`` when chunked): a
+    request beyond it gets 503 and ``Retry-After`` before its body is read (a lone request
+    is always let in). ``idempotency_keys`` and ``idempotency_ttl``: the answers to that
+    many recent ``Idempotency-Key`` headers are kept that many seconds after they were
+    given, and a repeat of a key gets the stored answer (header ``Idempotent-Replayed``)
+    without its events being admitted again; a repeat while the first is still running
+    waits for the first's answer. Only answers that admitted events are kept
+    (``idempotency_keys=0`` turns this off). ``idempotency_store`` replaces the in-process
+    store (``sluiceway serve`` gives its workers one shared store).
     """
-    state: dict[str, Pipeline] = {}
-    metrics_registry = registry if registry is not None else CollectorRegistry()
-    expected = None if token is None else f"Bearer {token}".encode()
+    ingest = Ingest(
+        pipeline,
+        drain_timeout=drain_timeout,
+        dead_letters=dead_letters,
+        registry=registry if registry is not None else CollectorRegistry(),
+        name=name,
+        token=token,
+        protect_metrics=protect_metrics,
+        idempotency_keys=idempotency_keys,
+        idempotency_ttl=idempotency_ttl,
+        idempotency_store=idempotency_store,
+    )
+    retry = str(max(1, math.ceil(retry_after)))
 
-    def current() -> Pipeline:
-        p = state.get("pipeline")
-        if p is None:
-            raise RuntimeError("the app has not started (no lifespan startup yet)")
-        return p
+    too_big = f"body larger than {max_body} bytes"
 
-    def authorised(request: Request) -> bool:
-        if expected is None:
-            return True
-        got = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(got, expected)
-
-    async def events(request: Request) -> Response:
-        if not authorised(request):
-            return _json(401, {"error": "missing or wrong bearer token"},
-                         {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        p = current()
-        if p.closed:
-            return _json(503, {"error": "draining"}, {"Retry-After": "5"})
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != JSON and content_type not in NDJSON:
-            return _json(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"})
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return _json(413, {"error": f"body larger than {max_body} bytes"})
+    async def read(request: Request) -> bytes | None:
+        """The body, or None once it grows past ``max_body``."""
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                return _json(413, {"error": f"body larger than {max_body} bytes"})
+                return None
             chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def events(request: Request) -> Response:
+        if not ingest.authorised(request):
+            return unauthorised()
+        key = request.headers.get("idempotency-key")
+        if key is None or ingest.keys is None:
+            return _answer(await admit(request, {}))
+        if not 0 < len(key) <= MAX_KEY_LENGTH:
+            return _json(400, {"error": f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} chars"})
+        claimed = await ingest.keys.claim(key)
+        if isinstance(claimed, Answer):
+            return _answer(claimed, replayed=True)
+        admitted: dict[str, int] = {}
+        answer: Answer | None = None
         try:
-            batch = parse_body(b"".join(chunks), content_type, validate)
-        except BadBody as exc:
-            return _json(400, {"error": exc.message, "line": exc.line})
-        priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
-        wait = request.query_params.get("wait", "").lower() in ("1", "true")
-        if wait:
-            completion = p.submit_tracked(batch, priority)
-            accepted = completion.accepted
-            await _settled(completion)
-            body: dict[str, Any] = {
-                "accepted": accepted,
-                "processed": completion.processed,
-                "dead_lettered": completion.dead_lettered,
-            }
-        else:
-            accepted = p.submit_many(batch, priority)
-            body = {"accepted": accepted}
-        if accepted == len(batch):
-            return _json(202, body)
+            answer = await admit(request, admitted)
+            return _answer(answer)
+        finally:
+            if answer is None and admitted.get("accepted"):  # interrupted after admitting
+                answer = Answer(503, {"accepted": admitted["accepted"], "error": INTERRUPTED},
+                                {"Retry-After": "5"})  # fmt: skip
+            claimed.finish(answer if answer is not None and answer.body.get("accepted") else None)
+
+    async def admit(request: Request, admitted: dict[str, int]) -> Answer:
+        """Read, parse and admit one request's events; ``admitted`` learns the count."""
+        if ingest.drain_begun:  # (a lazily started app must not start a pipeline now)
+            return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
+        p = ingest.current()
         if p.closed:
-            return _json(503, {**body, "error": "draining"}, {"Retry-After": "5"})
-        return _json(429, body, {"Retry-After": str(max(1, math.ceil(retry_after)))})
+            return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != JSON and content_type not in NDJSON:
+            return Answer(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"}, {})
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else max_body  # chunked: the worst case
+        if size > max_body:
+            return Answer(413, {"error": too_big}, {})
+        # Invariant: inflight_bytes is the sum of the sizes reserved by the requests between
+        # here and the end of their submission (tests/test_http.py::
+        # test_bytes_in_flight_are_capped_without_reading_the_body).
+        if ingest.inflight_bytes and ingest.inflight_bytes + size > max_inflight_bytes:
+            return Answer(503, {"error": f"more than {max_inflight_bytes} bytes of bodies "
+                                "being read; retry"}, {"Retry-After": retry})  # fmt: skip
+        ingest.inflight_bytes += size
+        try:
+            body = await read(request)
+            if body is None:
+                return Answer(413, {"error": too_big}, {})
+            try:
+                batch = parse_body(body, content_type, validate)
+            except BadBody as exc:
+                return Answer(400, {"error": exc.message, "line": exc.line}, {})
+            priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
+            wait = request.query_params.get("wait", "").lower() in ("1", "true")
+            try:
+                if wait:
+                    completion = p.submit_tracked(batch, priority)
+                    accepted = completion.accepted
+                else:
+                    accepted = p.submit_many(batch, priority)
+            except InvalidItem as exc:
+                line = _line_of(exc.index, body, content_type)
+                return Answer(400, {"error": str(exc), "line": line, "index": exc.index}, {})
+            del body
+        finally:
+            ingest.inflight_bytes -= size
+        admitted["accepted"] = accepted
+        out: dict[str, Any] = {"accepted": accepted}
+        if wait:
+            settled = await _settled(completion, ingest.draining())
+            out["processed"] = completion.processed
+            out["dead_lettered"] = completion.dead_lettered
+            if not settled:
+                return Answer(503, {**out, "error": HELD}, {"Retry-After": "5"})
+        if accepted == len(batch):
+            return Answer(202, out, {})
+        if p.closed:
+            return Answer(503, {**out, "error": "draining"}, {"Retry-After": "5"})
+        return Answer(429, out, {"Retry-After": retry})
 
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        p = state.get("pipeline")
-        ready = p is not None and p.accepting
+        # A mounted app starts here too: a readiness probe must not wait for traffic that
+        # the probe itself holds back.
+        ready = not ingest.drain_begun and ingest.current().accepting
         return _json(200 if ready else 503, {"ready": ready})
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(metrics_registry), media_type="text/plain; version=0.0.4")
+        if not ingest.metrics_allowed(request):
+            return unauthorised()
+        return Response(generate_latest(ingest.registry), media_type="text/plain; version=0.0.4")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        p = pipeline() if callable(pipeline) and not isinstance(pipeline, Pipeline) else pipeline
-        state["pipeline"] = p
-        swp.register(p, metrics_registry, name=name)
-        p.start()
-        try:
-            yield
-        finally:
-            await p.ashutdown(drain_timeout)
-            swp.unregister(name, metrics_registry)
-
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/events", events, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],
-        lifespan=lifespan,
+        lifespan=ingest.lifespan,
     )
+    app.state.sluiceway = ingest
+    return app
 
 
-async def _settled(completion: Completion) -> None:
-    """Wait, without blocking the loop, until every admitted item has an outcome."""
+async def _settled(completion: Completion, draining: asyncio.Event) -> bool:
+    """Wait, without blocking the loop, for every admitted item's outcome (True) or the drain.
+
+    False when the drain began first.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -238,4 +468,9 @@ async def _settled(completion: Completion) -> None:
             loop.call_soon_threadsafe(resolve)
 
     completion.add_done_callback(fire)
-    await done
+    drain = asyncio.ensure_future(draining.wait())
+    try:
+        await asyncio.wait((done, drain), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        drain.cancel()
+    return done.done()
