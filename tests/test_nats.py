@@ -288,3 +288,62 @@ def test_envelope_past_max_deliver_moves_to_the_dead_letter_stream(server: NatsS
     assert dead["reason"] == "max-deliver"
     assert [e["n"] for e in orjson.loads(dead["envelope"])["events"]] == [1, 2, 3]
     assert remaining == 0  # deleted from the queue
+
+
+def _raw_publish(url: str, payloads: list[bytes]) -> None:
+    """Publish raw bodies to the work subject (creating the streams)."""
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await ensure_streams(js, "SLUICEWAY", "sluiceway.events")
+        for payload in payloads:
+            await js.publish("sluiceway.events", payload)
+        await nc.close()
+
+    asyncio.run(main())
+
+
+MALFORMED = [
+    b'{"id": "null", "events": null}',
+    b'{"id": "number", "events": 3}',
+    b'{"id": "string", "events": "abc"}',
+    b'{"id": "object", "events": {"n": 1}}',
+    b'{"id": "missing"}',
+    b"[1, 2, 3]",
+    b"not json at all \xff",
+]
+
+
+def test_malformed_envelopes_are_dead_lettered_alone(server: NatsServer, tmp_path: Path) -> None:
+    """Malformed envelopes mixed with good ones in the same fetches.
+
+    Each malformed one (``events`` null, a number, a string, an object, missing; a body that
+    is not an object; not JSON) lands in the dead-letter stream once with reason
+    ``malformed-envelope`` and its raw body; every good event is processed exactly once;
+    the ``sluiceway worker`` process keeps running; the work queue ends empty.
+    """
+    payloads: list[bytes] = []
+    good: set[int] = set()
+    for i, bad in enumerate(MALFORMED):
+        events = [{"n": 10 * i + k, "id": f"g{i}-{k}"} for k in range(3)]
+        good |= {e["n"] for e in events}
+        payloads += [orjson.dumps({"id": f"good{i}", "events": events}), bad]
+    _raw_publish(server.url, payloads)
+    out = tmp_path / "processed"
+    worker = _start_worker(server.url, out)
+    try:
+        seen = _wait_for(out, good, timeout=30)
+        remaining = _wait_empty(server.url, timeout=15)
+        assert worker.poll() is None, "the worker died"
+    finally:
+        _stop_all([worker])
+    assert worker.returncode == 0
+    assert seen == Counter(good)  # every good event exactly once
+    assert remaining == 0
+    _, dead = asyncio.run(_stream_state(server.url))
+    assert [d["reason"] for d in dead] == ["malformed-envelope"] * len(MALFORMED)
+    stored = sorted(d["envelope"] for d in dead)
+    expected = sorted(b.decode("utf-8", "backslashreplace") for b in MALFORMED)
+    assert stored == expected
+    assert all(d["error"] for d in dead)

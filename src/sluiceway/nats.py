@@ -172,6 +172,25 @@ class Publisher:
             await self.nc.drain()
 
 
+def _parse_envelope(data: bytes) -> tuple[str, list[Any]] | str:
+    """``(id, events)`` of a well-formed envelope, or what is wrong with it."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(body, dict):
+        return f"the body is a JSON {type(body).__name__}, not an object"
+    events = body.get("events")
+    if not isinstance(events, list):
+        return f"'events' is {type(events).__name__}, not a list"
+    return str(body.get("id")), events
+
+
+def _text(data: bytes) -> str:
+    """The raw body as text; bytes that are not UTF-8 as backslash escapes."""
+    return data.decode("utf-8", "backslashreplace")
+
+
 class _Envelope:
     __slots__ = ("completions", "dead", "msg", "received", "remaining", "total")
 
@@ -220,6 +239,7 @@ class Worker:
         self.nc: NATS | None = None
         self.js: Any = None
         self.fetched = self.acked = self.naked = self.redelivered = self.moved_dead = 0
+        self.malformed = 0
         self.lag = 0
         pipeline.add_dead_letter_listener(self._forward_dead)
         self._dead_out: list[bytes] = []
@@ -301,14 +321,14 @@ class Worker:
     async def _take(self, msg: Msg) -> None:
         if msg.metadata.num_delivered > 1:
             self.redelivered += 1
-        try:
-            body = orjson.loads(msg.data)
-            events = body["events"]
-            key = str(body.get("id")) + f":{msg.metadata.sequence.stream}"
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await self._publish_dead(msg.data, "malformed-envelope")
-            await msg.term()
+        parsed = _parse_envelope(msg.data)
+        if isinstance(parsed, str):  # malformed: dead-letter it alone, ack it, go on
+            await self._publish_dead(msg.data, "malformed-envelope", parsed)
+            await msg.ack()
+            self.malformed += 1
             return
+        envelope_id, events = parsed
+        key = f"{envelope_id}:{msg.metadata.sequence.stream}"
         priority = msg.subject == self.priority_subject
         env = _Envelope(msg, len(events))
         self._inflight[key] = env
@@ -393,9 +413,9 @@ class Worker:
                 await self.js.publish(self.dead_subject, self._dead_out[0])
                 self._dead_out.pop(0)  # only once the server has stored it
 
-    async def _publish_dead(self, data: bytes, reason: str) -> None:
-        payload = orjson.dumps({"reason": reason, "envelope": data.decode("utf-8", "replace")})
-        await self.js.publish(self.dead_subject, payload)
+    async def _publish_dead(self, data: bytes, reason: str, error: str | None = None) -> None:
+        record = {"reason": reason, "error": error, "envelope": _text(data)}
+        await self.js.publish(self.dead_subject, orjson.dumps(record))
 
     async def _max_delivered(self, msg: Msg) -> None:
         """An envelope hit max_deliver: move it to the dead-letter stream, off the queue."""
