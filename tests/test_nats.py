@@ -326,8 +326,9 @@ def test_malformed_envelopes_are_dead_lettered_alone(server: NatsServer, tmp_pat
     payloads: list[bytes] = []
     good: set[int] = set()
     for i, bad in enumerate(MALFORMED):
-        events = [{"n": 10 * i + k, "id": f"g{i}-{k}"} for k in range(3)]
-        good |= {e["n"] for e in events}
+        ns = [10 * i + k for k in range(3)]
+        good |= set(ns)
+        events = [{"n": n, "id": f"g{n}"} for n in ns]
         payloads += [orjson.dumps({"id": f"good{i}", "events": events}), bad]
     _raw_publish(server.url, payloads)
     out = tmp_path / "processed"
