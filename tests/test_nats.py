@@ -23,7 +23,14 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
 import sluiceway as sw
-from sluiceway.nats import Publisher, Worker, ensure_streams
+from sluiceway.nats import (
+    EventNotEncodable,
+    EventTooLarge,
+    Publisher,
+    PublishError,
+    Worker,
+    ensure_streams,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
@@ -32,8 +39,13 @@ BIN = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-ser
 class NatsServer:
     """A nats-server process with JetStream on 127.0.0.1."""
 
-    def __init__(self, store: Path, port: int | None = None) -> None:
-        """Start it (a free port unless given) and wait until it accepts connections."""
+    def __init__(
+        self, store: Path, port: int | None = None, max_payload: int | None = None
+    ) -> None:
+        """Start it (a free port unless given) and wait until it accepts connections.
+
+        ``max_payload`` (bytes) goes into a config file (the server has no flag for it).
+        """
         if port is None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -41,10 +53,14 @@ class NatsServer:
         self.port = port
         self.store = store
         self.url = f"nats://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [BIN, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.max_payload = max_payload
+        cmd = [BIN, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+        if max_payload is not None:
+            store.mkdir(parents=True, exist_ok=True)
+            conf = store.parent / f"nats-{port}.conf"
+            conf.write_text(f"max_payload: {max_payload}\n")
+            cmd += ["-c", str(conf)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -348,3 +364,107 @@ def test_malformed_envelopes_are_dead_lettered_alone(server: NatsServer, tmp_pat
     expected = sorted(b.decode("utf-8", "backslashreplace") for b in MALFORMED)
     assert stored == expected
     assert all(d["error"] for d in dead)
+
+
+async def _stored_events(js: Any, stream: str = "SLUICEWAY") -> list[tuple[int, list[Any]]]:
+    """(payload size, events) of every envelope in ``stream``, in order."""
+    info = await js.stream_info(stream)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages == 0:
+            break
+        msg = await js.get_msg(stream, seq)
+        out.append((len(msg.data or b""), orjson.loads(msg.data or b"{}")["events"]))
+    return out
+
+
+def test_unencodable_event_raises_at_publish(server: NatsServer) -> None:
+    """An event orjson cannot encode raises at once; nothing of it is queued, the rest go.
+
+    Before, it was buffered and the timer-driven flush failed in the background: publish()
+    and close() raised nothing and the whole envelope was never stored.
+    """
+
+    async def main() -> list[tuple[int, list[Any]]]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        async with Publisher(nc, batch_size=100, max_delay=0.01, create_stream=True) as pub:
+            await pub.publish({"n": 1})
+            with pytest.raises(EventNotEncodable) as info:
+                await pub.publish({"n": 2, "bad": {1, 2}})  # a set: not JSON
+            assert isinstance(info.value, TypeError)
+            assert isinstance(info.value, sw.SluicewayError)
+            assert info.value.events == [{"n": 2, "bad": {1, 2}}]
+            await pub.publish({"n": 3})
+            await asyncio.sleep(0.1)  # the timer-driven flush runs
+            await pub.publish({"n": 4})
+        stored = await _stored_events(js)
+        await nc.close()
+        return stored
+
+    stored = asyncio.run(main())
+    assert [e["n"] for _, events in stored for e in events] == [1, 3, 4]
+
+
+def test_envelopes_split_below_the_server_max_payload(tmp_path: Path) -> None:
+    """Envelopes are split so none exceeds the server's max_payload; every event is stored.
+
+    An event that alone exceeds it raises EventTooLarge (also a ValueError) at publish().
+    """
+    server = NatsServer(tmp_path / "store", max_payload=4096)
+    try:
+
+        async def main() -> tuple[int, list[tuple[int, list[Any]]]]:
+            nc = await nats.connect(server.url)
+            assert nc.max_payload == 4096
+            js = nc.jetstream()
+            async with Publisher(nc, batch_size=1000, create_stream=True) as pub:
+                for i in range(100):
+                    await pub.publish({"n": i, "pad": "x" * 300})
+                with pytest.raises(EventTooLarge) as info:
+                    await pub.publish({"n": -1, "pad": "x" * 5000})
+                assert isinstance(info.value, ValueError)
+                assert info.value.size > 4096
+                with pytest.raises(EventTooLarge):
+                    await pub.publish({"n": -2, "pad": "x" * 5000}, priority=True)
+            stored = await _stored_events(js)
+            await nc.close()
+            return pub.envelopes, stored
+
+        envelopes, stored = asyncio.run(main())
+    finally:
+        server.stop()
+    assert [e["n"] for _, events in stored for e in events] == list(range(100))
+    assert envelopes == len(stored) > 1
+    assert all(size <= 4096 for size, _ in stored)
+    assert max(size for size, _ in stored) > 4096 - 400  # filled, not one event each
+
+
+def test_background_flush_failure_surfaces_on_next_call_and_close(server: NatsServer) -> None:
+    """A failure the publisher cannot foresee (no stream holds the subject) is not silent.
+
+    The timer-driven flush sends the envelope and the server refuses it; the next flush()
+    raises PublishError carrying the events that were not stored, and so does close() for a
+    later failure.
+    """
+
+    async def main() -> None:
+        async with Publisher(server.url, max_delay=0.01) as pub:  # no stream created
+            await pub.publish({"n": 1})
+            await pub.publish({"n": 2})
+            await asyncio.sleep(0.1)  # the timer-driven flush has sent the envelope
+            with pytest.raises(PublishError) as info:
+                await pub.flush()
+            assert [e["n"] for e in info.value.events] == [1, 2]
+            assert all(e["id"] for e in info.value.events)  # a resend keeps their ids
+            assert info.value.__cause__ is not None
+            await pub.publish({"n": 3})  # the failure was reported once: this goes on
+            await asyncio.sleep(0.1)
+            with pytest.raises(PublishError) as info:
+                await pub.close()
+            assert [e["n"] for e in info.value.events] == [3]
+        # __aexit__'s second close() raises nothing new
+        assert pub.nc is not None
+        assert pub.nc.is_closed
+
+    asyncio.run(main())

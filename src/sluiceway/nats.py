@@ -44,10 +44,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
+from ._errors import SluicewayError
 from ._factory import load_factory
 from ._records import DeadLetter
 
-__all__ = ["Publisher", "Worker", "ensure_streams"]
+__all__ = [
+    "EventNotEncodable",
+    "EventTooLarge",
+    "PublishError",
+    "Publisher",
+    "Worker",
+    "ensure_streams",
+]
 
 
 def _subjects(subject: str) -> tuple[str, str, str]:
@@ -67,8 +75,52 @@ async def ensure_streams(js: Any, stream: str, subject: str) -> None:
             await js.add_stream(StreamConfig(name=name, subjects=subjects, retention=retention))
 
 
+class PublishError(SluicewayError):
+    """Events the publisher could not store; ``events`` lists them, the cause is chained.
+
+    Raised by the call that found the problem: at once for an event that cannot be sent
+    (the subclasses below), or by the next ``publish``/``flush``/``close`` call for an
+    envelope the server refused or never acknowledged after it was sent in the background.
+    """
+
+    def __init__(self, message: str, events: list[Any]) -> None:
+        super().__init__(message)
+        self.events = events
+
+
+class EventNotEncodable(PublishError, TypeError):
+    """``publish`` got an event orjson cannot encode; nothing of it was queued."""
+
+
+class EventTooLarge(PublishError, ValueError):
+    """``publish`` got an event whose envelope alone exceeds the server's max payload."""
+
+    def __init__(self, message: str, events: list[Any], size: int, max_payload: int) -> None:
+        super().__init__(message, events)
+        self.size = size
+        self.max_payload = max_payload
+
+
+# An envelope is b'{"id":"<32 hex>","events":[' + events joined by b"," + b"]}".
+_ENVELOPE_OVERHEAD = len(b'{"id":"","events":[]}') + 32
+
+
+def _name(event: Any, event_id: str) -> None:
+    """Give a dict without ``id`` the one it was sent with, so that a resend keeps it."""
+    if isinstance(event, dict) and "id" not in event:
+        event["id"] = event_id
+
+
 class Publisher:
-    """Batches events into envelopes and publishes them to a stream."""
+    """Batches events into envelopes and publishes them to a stream.
+
+    Each event is encoded when it is published, so an event that cannot be sent raises
+    there and then (:class:`EventNotEncodable`, :class:`EventTooLarge`). Envelopes close at
+    ``batch_size`` events, after ``max_delay`` seconds, or before they would exceed the
+    server's max payload. A failure after an envelope left (the server refused it, or no ack
+    came within ``ack_timeout``) is raised as :class:`PublishError`, naming its events, by
+    the next ``publish``, ``flush`` or ``close`` call.
+    """
 
     def __init__(
         self,
@@ -80,6 +132,7 @@ class Publisher:
         max_delay: float = 0.005,
         create_stream: bool = False,
         max_pending_acks: int = 64,
+        ack_timeout: float = 10.0,
     ) -> None:
         self._nc_or_url = nc_or_url
         self.stream = stream
@@ -88,15 +141,29 @@ class Publisher:
         self.max_delay = max_delay
         self.create_stream = create_stream
         self.max_pending_acks = max_pending_acks
-        self._buffer: list[Any] = []
-        self._acks: list[asyncio.Future[Any]] = []
+        self.ack_timeout = ack_timeout
+        # The open envelope: its id, its events and their encodings, its size in bytes.
+        self._envelope_id = uuid.uuid4().hex
+        self._events: list[Any] = []
+        self._encoded: list[bytes] = []
+        self._size = _ENVELOPE_OVERHEAD
+        self._acks: list[tuple[asyncio.Future[Any], list[Any]]] = []
+        self._failures: list[PublishError] = []  # raised by the next call, then forgotten
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._own = isinstance(nc_or_url, str)
+        self._closed = False
         self.nc: NATS | None = None
         self.js: Any = None
         self.envelopes = 0
         self.events = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Publisher(stream={self.stream!r}, subject={self.subject!r}, "
+            f"batch_size={self.batch_size}, envelopes={self.envelopes}, events={self.events}, "
+            f"buffered={len(self._events)}, closed={self._closed})"
+        )
 
     async def start(self) -> Publisher:
         """Connect (if given a URL) and create the streams if asked."""
@@ -115,23 +182,66 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def max_payload(self) -> int:
+        """The server's limit on one message, in bytes (known once connected)."""
+        return self.nc.max_payload if self.nc is not None else 1 << 20
+
     async def publish(self, event: Any, priority: bool = False) -> None:
-        """Queue ``event`` (a JSON-able dict); priority events are sent at once, alone."""
+        """Queue ``event`` (a JSON-able dict); priority events are sent at once, alone.
+
+        Raises :class:`EventNotEncodable` or :class:`EventTooLarge` for this event (nothing
+        of it queued), or :class:`PublishError` for earlier events that were not stored.
+        """
+        self._raise_failures()
         if priority:
-            await self._send(self.priority_subject, [event])
+            envelope_id = uuid.uuid4().hex
+            encoded = self._encode(event, f"{envelope_id}-0")
+            self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
+            _name(event, f"{envelope_id}-0")
+            await self._send(self.priority_subject, envelope_id, [event], [encoded])
             return
-        self._buffer.append(event)
-        if len(self._buffer) >= self.batch_size:
-            await self.flush()
+        event_id = f"{self._envelope_id}-{len(self._events)}"
+        encoded = self._encode(event, event_id)
+        if self._events and self._size + 1 + len(encoded) > self.max_payload:
+            await self._send_buffer()  # full by bytes: this event opens the next envelope
+            event_id = f"{self._envelope_id}-0"
+            encoded = self._encode(event, event_id)
+        self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
+        _name(event, event_id)
+        self._events.append(event)
+        self._encoded.append(encoded)
+        self._size += len(encoded) + (1 if len(self._encoded) > 1 else 0)
+        if len(self._events) >= self.batch_size:
+            await self._send_buffer()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(
-                self.max_delay, lambda: asyncio.ensure_future(self.flush())
+            self._timer = loop.call_later(self.max_delay, self._flush_soon)
+
+    @staticmethod
+    def _encode(event: Any, default_id: str) -> bytes:
+        """The event's JSON, with ``id`` added to a dict that has none (the event is kept)."""
+        try:
+            if isinstance(event, dict) and "id" not in event:
+                return orjson.dumps({**event, "id": default_id})
+            return orjson.dumps(event)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise EventNotEncodable(f"the event cannot be encoded as JSON: {exc}", [event]) from exc
+
+    def _check_size(self, event: Any, size: int) -> None:
+        if size > self.max_payload:
+            raise EventTooLarge(
+                f"an envelope holding only this event is {size} bytes; the server accepts "
+                f"at most {self.max_payload}",
+                [event],
+                size,
+                self.max_payload,
             )
 
     def _flush_soon(self) -> None:
+        """The timer fired: send the open envelope; a failure is kept for the next call."""
         self._timer = None
-        self._tasks.add(task := asyncio.ensure_future(self.flush()))
+        self._tasks.add(task := asyncio.ensure_future(self._send_buffer()))
         task.add_done_callback(self._tasks.discard)
 
     async def publish_many(self, events: list[Any], priority: bool = False) -> None:
@@ -140,36 +250,99 @@ class Publisher:
             await self.publish(event, priority)
 
     async def flush(self) -> None:
-        """Send the buffered events as one envelope now."""
+        """Send the open envelope now and wait until the server stored everything sent.
+
+        Raises :class:`PublishError` naming the events that were not stored.
+        """
+        await self._send_buffer()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._await_acks()
+        self._raise_failures()
+
+    async def _send_buffer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            await self._send(self.subject, batch)
+        if not self._events:
+            return
+        envelope_id, events, encoded = self._envelope_id, self._events, self._encoded
+        self._envelope_id, self._events, self._encoded = uuid.uuid4().hex, [], []
+        self._size = _ENVELOPE_OVERHEAD
+        await self._send(self.subject, envelope_id, events, encoded)
 
-    async def _send(self, subject: str, events: list[Any]) -> None:
-        envelope_id = uuid.uuid4().hex
-        for n, event in enumerate(events):
-            if isinstance(event, dict) and "id" not in event:
-                event["id"] = f"{envelope_id}-{n}"
-        payload = orjson.dumps({"id": envelope_id, "events": events})
-        self._acks.append(await self.js.publish_async(subject, payload))
+    async def _send(
+        self, subject: str, envelope_id: str, events: list[Any], encoded: list[bytes]
+    ) -> None:
+        payload = b'{"id":"%s","events":[%s]}' % (envelope_id.encode(), b",".join(encoded))
+        try:
+            ack = await self.js.publish_async(subject, payload)
+        except Exception as exc:  # noqa: BLE001 - kept and raised by the next call
+            self._fail(events, exc)
+            return
+        ack.add_done_callback(functools.partial(self._acked, events))
+        self._acks.append((ack, events))
         self.envelopes += 1
         self.events += len(events)
         if len(self._acks) >= self.max_pending_acks:
             await self._await_acks()
 
+    def _acked(self, events: list[Any], ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled():
+            self._fail(events, TimeoutError("the publish was cancelled"))
+        elif (exc := ack.exception()) is not None:
+            self._fail(events, exc)
+
+    def _fail(self, events: list[Any], exc: BaseException) -> None:
+        error = PublishError(
+            f"{len(events)} event(s) were not stored: {type(exc).__name__}: {exc}", events
+        )
+        error.__cause__ = exc
+        self._failures.append(error)
+
+    def _raise_failures(self) -> None:
+        if not self._failures:
+            return
+        failures, self._failures = self._failures, []
+        if len(failures) == 1:
+            raise failures[0]
+        events = [e for f in failures for e in f.events]
+        error = PublishError(
+            f"{len(events)} event(s) in {len(failures)} envelopes were not stored; "
+            f"first: {failures[0]}",
+            events,
+        )
+        raise error from failures[0].__cause__
+
     async def _await_acks(self) -> None:
         acks, self._acks = self._acks, []
-        await asyncio.gather(*acks)  # raises if the server refused any
+        if not acks:
+            return
+        _done, pending = await asyncio.wait([a for a, _ in acks], timeout=self.ack_timeout)
+        for ack in pending:
+            ack.cancel()  # its callback records the failure
+        await asyncio.sleep(0)  # let the done callbacks run
 
     async def close(self) -> None:
-        """Flush, wait for every ack, and disconnect if this publisher connected."""
-        await self.flush()
-        await self._await_acks()
-        if self._own and self.nc is not None:
-            await self.nc.drain()
+        """Flush, wait for every ack, and disconnect if this publisher connected.
+
+        Raises :class:`PublishError` for events that were not stored (after disconnecting).
+        A second call does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.js is not None:
+                await self._send_buffer()
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                await self._await_acks()
+        finally:
+            if self._own and self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.drain()
+        self._raise_failures()
 
 
 def _parse_envelope(data: bytes) -> tuple[str, list[Any]] | str:
