@@ -105,6 +105,16 @@ class EventTooLarge(PublishError, ValueError):
 _ENVELOPE_OVERHEAD = len(b'{"id":"","events":[]}') + 32
 
 
+def _encode(event: Any, event_id: str) -> bytes:
+    """The event's JSON; a dict without ``id`` gets ``event_id`` (the event is not changed)."""
+    try:
+        if event_id and isinstance(event, dict) and "id" not in event:
+            return orjson.dumps({**event, "id": event_id})
+        return orjson.dumps(event)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise EventNotEncodable(f"the event cannot be encoded as JSON: {exc}", [event]) from exc
+
+
 def _name(event: Any, event_id: str) -> None:
     """Give a dict without ``id`` the one it was sent with, so that a resend keeps it."""
     if isinstance(event, dict) and "id" not in event:
@@ -183,8 +193,8 @@ class Publisher:
         await self.close()
 
     @property
-    def max_payload(self) -> int:
-        """The server's limit on one message, in bytes (known once connected)."""
+    def _max_payload(self) -> int:
+        """The server's limit on one message, in bytes (from its INFO; 1 MiB before)."""
         return self.nc.max_payload if self.nc is not None else 1 << 20
 
     async def publish(self, event: Any, priority: bool = False) -> None:
@@ -193,49 +203,45 @@ class Publisher:
         Raises :class:`EventNotEncodable` or :class:`EventTooLarge` for this event (nothing
         of it queued), or :class:`PublishError` for earlier events that were not stored.
         """
-        self._raise_failures()
+        if self._failures:
+            self._raise_failures()
         if priority:
             envelope_id = uuid.uuid4().hex
-            encoded = self._encode(event, f"{envelope_id}-0")
+            encoded = _encode(event, f"{envelope_id}-0")
             self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
             _name(event, f"{envelope_id}-0")
             await self._send(self.priority_subject, envelope_id, [event], [encoded])
             return
-        event_id = f"{self._envelope_id}-{len(self._events)}"
-        encoded = self._encode(event, event_id)
-        if self._events and self._size + 1 + len(encoded) > self.max_payload:
-            await self._send_buffer()  # full by bytes: this event opens the next envelope
-            event_id = f"{self._envelope_id}-0"
-            encoded = self._encode(event, event_id)
-        self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
-        _name(event, event_id)
+        unnamed = isinstance(event, dict) and "id" not in event
+        event_id = f"{self._envelope_id}-{len(self._events)}" if unnamed else ""
+        encoded = _encode(event, event_id)
+        # Invariant: self._size >= the bytes of the open envelope (one comma per event).
+        if self._size + len(encoded) + 1 > self._max_payload:
+            if self._events:
+                await self._send_buffer()  # full by bytes: this event opens the next one
+                if unnamed:
+                    event_id = f"{self._envelope_id}-0"
+                    encoded = _encode(event, event_id)
+            self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
+        if unnamed:
+            event["id"] = event_id  # a resend of this event keeps its id
         self._events.append(event)
         self._encoded.append(encoded)
-        self._size += len(encoded) + (1 if len(self._encoded) > 1 else 0)
+        self._size += len(encoded) + 1
         if len(self._events) >= self.batch_size:
             await self._send_buffer()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.max_delay, self._flush_soon)
 
-    @staticmethod
-    def _encode(event: Any, default_id: str) -> bytes:
-        """The event's JSON, with ``id`` added to a dict that has none (the event is kept)."""
-        try:
-            if isinstance(event, dict) and "id" not in event:
-                return orjson.dumps({**event, "id": default_id})
-            return orjson.dumps(event)
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            raise EventNotEncodable(f"the event cannot be encoded as JSON: {exc}", [event]) from exc
-
     def _check_size(self, event: Any, size: int) -> None:
-        if size > self.max_payload:
+        if size > self._max_payload:
             raise EventTooLarge(
                 f"an envelope holding only this event is {size} bytes; the server accepts "
-                f"at most {self.max_payload}",
+                f"at most {self._max_payload}",
                 [event],
                 size,
-                self.max_payload,
+                self._max_payload,
             )
 
     def _flush_soon(self) -> None:
