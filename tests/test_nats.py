@@ -468,3 +468,116 @@ def test_background_flush_failure_surfaces_on_next_call_and_close(server: NatsSe
         assert pub.nc.is_closed
 
     asyncio.run(main())
+
+
+def test_dead_letter_records_over_max_payload_are_split_or_truncated(tmp_path: Path) -> None:
+    """20 kB events and a downstream that always fails, against max_payload 64 KiB.
+
+    The worker never crashes (before: MaxPayloadError): records that together exceed the
+    limit go in several messages, and a record that alone exceeds it (a 70 kB error
+    message) is truncated, keeping its reason, the start of its error and its event's id.
+    Every event is in the dead-letter stream exactly once and every envelope is acked.
+    """
+    limit = 65_536
+    server = NatsServer(tmp_path / "store", max_payload=limit)
+
+    def handler(batch: list[dict[str, Any]]) -> None:
+        huge = any(e.get("huge") for e in batch)
+        raise ValueError("downstream down" + "!" * (70_000 if huge else 0))
+
+    async def main() -> tuple[Worker, int, list[bytes]]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        async with Publisher(nc, create_stream=True) as pub:
+            await pub.publish_many([{"id": f"e{n}", "pad": "x" * 20_000} for n in range(12)])
+        pipeline = sw.Pipeline(handler, shards=1, batch_size=8, max_delay=0.05)
+        worker = Worker(pipeline, server.url, ack_wait=5)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 20
+        while worker.acked < pub.envelopes:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "the envelopes were not acked"
+            await asyncio.sleep(0.02)
+        async with Publisher(nc) as pub2:
+            await pub2.publish({"id": "big", "huge": True, "pad": "x" * 20_000})
+        while worker.acked < pub.envelopes + 1:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "the last envelope was not acked"
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+        info = await js.stream_info("SLUICEWAY")
+        dead_info = await js.stream_info("SLUICEWAY_DEAD")
+        dead = [
+            (await js.get_msg("SLUICEWAY_DEAD", seq)).data or b""
+            for seq in range(1, dead_info.state.last_seq + 1)
+        ]
+        await nc.close()
+        return worker, info.state.messages, dead
+
+    try:
+        worker, remaining, dead = asyncio.run(main())
+    finally:
+        server.stop()
+    assert remaining == 0
+    assert worker.acked == worker.fetched == 5  # 4 envelopes of 3 events, then 1
+    assert all(len(d) <= limit for d in dead)
+    records = [orjson.loads(d) for d in dead]
+    full = [e["id"] for r in records for e in r["events"]]
+    truncated = [r for r in records if r.get("truncated")]
+    assert sorted(full + [r["event_id"] for r in truncated]) == sorted(
+        [f"e{n}" for n in range(12)] + ["big"]
+    )
+    assert len(records) > 12 * 20_000 // limit  # split over several messages
+    assert [r["event_id"] for r in truncated] == ["big"]
+    (big,) = truncated
+    assert big["reason"] == "handler-error"
+    assert big["events"] == []
+    assert big["errors"][0].startswith("downstream down!!!")
+    assert big["event_bytes"] > 20_000
+    assert all(r["reason"] == "handler-error" for r in records)
+
+
+def test_malformed_envelope_too_big_to_wrap_is_truncated(tmp_path: Path) -> None:
+    """A malformed body near max_payload whose JSON escaping would double it is truncated.
+
+    The dead-letter record keeps its reason and error, marks itself truncated with the body's
+    size, fits the limit, and the worker goes on to process the next good envelope.
+    """
+    limit = 4096
+    server = NatsServer(tmp_path / "store", max_payload=limit)
+    handled: list[Any] = []
+    body = b'{"events": "' + b'\\"' * 1300 + b'"}'  # a string of quotes: escapes grow it
+
+    async def main() -> tuple[Worker, list[Any]]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_streams(js, "SLUICEWAY", "sluiceway.events")
+        await js.publish("sluiceway.events", body)
+        await js.publish("sluiceway.events", orjson.dumps({"id": "ok", "events": [{"n": 1}]}))
+        worker = Worker(sw.Pipeline(handled.extend, max_delay=0.001), server.url, ack_wait=5)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 20
+        while worker.acked < 2:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+        dead = [orjson.loads((await js.get_msg("SLUICEWAY_DEAD", 1)).data or b"")]
+        await nc.close()
+        return worker, dead
+
+    try:
+        worker, dead = asyncio.run(main())
+    finally:
+        server.stop()
+    assert len(body) < limit
+    assert worker.malformed == 1
+    assert handled == [{"n": 1}]
+    (record,) = dead
+    assert record["reason"] == "malformed-envelope"
+    assert record["truncated"] is True
+    assert record["envelope_bytes"] == len(body)
+    assert "str" in record["error"]
+    assert body.decode().startswith(record["envelope"])

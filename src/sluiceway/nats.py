@@ -370,6 +370,95 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
+def _envelope_messages(data: bytes, reason: str, error: str | None, limit: int) -> list[bytes]:
+    """A whole envelope as dead-letter messages of at most ``limit`` bytes.
+
+    ``{"reason", "error", "envelope": <raw body as text>}`` when it fits; otherwise, if the
+    body is a well-formed envelope, its events as records (:func:`_dead_messages`), and if
+    not, the record with the body cut short, ``truncated`` true and ``envelope_bytes``.
+    """
+    text = _text(data)
+    payload = orjson.dumps({"reason": reason, "error": error, "envelope": text})
+    if len(payload) <= limit:
+        return [payload]
+    parsed = _parse_envelope(data)
+    if not isinstance(parsed, str):
+        return _dead_messages(reason, [(e, error) for e in parsed[1]], limit)
+    budget = limit // 2
+    while True:
+        record = {
+            "reason": reason,
+            "error": None if error is None else error[: budget // 4],
+            "envelope": text[:budget],
+            "truncated": True,
+            "envelope_bytes": len(data),
+        }
+        payload = orjson.dumps(record)
+        if len(payload) <= limit or budget < 16:
+            return [payload]
+        budget //= 2
+
+
+def _dead_messages(reason: str, items: list[tuple[Any, str | None]], limit: int) -> list[bytes]:
+    """Dead-letter records ``{"reason", "events", "errors"}``, each message <= ``limit`` bytes.
+
+    Records are packed greedily; one that alone exceeds ``limit`` becomes a truncated record
+    (see :func:`_truncated`).
+    """
+    head = b'{"reason":%s,"events":[' % orjson.dumps(reason)
+    middle, tail = b'],"errors":[', b"]}"
+    out: list[bytes] = []
+    events: list[bytes] = []
+    errors: list[bytes] = []
+    size = len(head) + len(middle) + len(tail)
+
+    def close() -> None:
+        if events:
+            out.append(head + b",".join(events) + middle + b",".join(errors) + tail)
+        events.clear()
+        errors.clear()
+
+    for item, error in items:
+        event = orjson.dumps(item, default=repr)
+        err = orjson.dumps(error)
+        more = len(event) + len(err) + 2  # and two commas
+        if size + more > limit:
+            close()
+            size = len(head) + len(middle) + len(tail)
+            if size + more > limit:
+                out.append(_truncated(reason, item, event, error, limit))
+                continue
+        events.append(event)
+        errors.append(err)
+        size += more
+    close()
+    return out
+
+
+def _truncated(reason: str, item: Any, event: bytes, error: str | None, limit: int) -> bytes:
+    """One record too big for a message: its reason, the start of its error and of its event.
+
+    ``events`` is empty; ``truncated`` is true; ``event_id`` is the event's ``id`` (if it is
+    a dict with one), ``event_bytes`` its size as JSON and ``event_head`` its first bytes.
+    """
+    event_id = item.get("id") if isinstance(item, dict) else None
+    budget = limit // 2
+    while True:
+        record = {
+            "reason": reason,
+            "events": [],
+            "errors": [None if error is None else error[: budget // 4]],
+            "truncated": True,
+            "event_id": event_id,
+            "event_bytes": len(event),
+            "event_head": event[:budget].decode("utf-8", "ignore"),
+        }
+        payload = orjson.dumps(record, default=repr)
+        if len(payload) <= limit or budget < 16:
+            return payload
+        budget //= 2  # escaping made it longer than its budget: halve until it fits
+
+
 class _Envelope:
     __slots__ = ("completions", "dead", "msg", "received", "remaining", "total")
 
@@ -504,6 +593,7 @@ class Worker:
         if isinstance(parsed, str):  # malformed: dead-letter it alone, ack it, go on
             await self._publish_dead(msg.data, "malformed-envelope", parsed)
             await msg.ack()
+            self.acked += 1
             self.malformed += 1
             return
         envelope_id, events = parsed
@@ -576,15 +666,13 @@ class Worker:
     # -- dead letters ---------------------------------------------------------------------
     def _forward_dead(self, records: list[DeadLetter]) -> None:
         """Pipeline listener (engine thread): queue dead events for the dead-letter stream."""
-        payload = orjson.dumps(
-            {
-                "reason": records[0].reason if records else None,
-                "events": [r.item for r in records],
-                "errors": [r.error_message for r in records],
-            },
-            default=repr,
-        )
-        self._dead_out.append(payload)
+        limit = self.nc.max_payload if self.nc is not None else 1 << 20
+        by_reason: dict[str, list[DeadLetter]] = {}
+        for r in records:
+            by_reason.setdefault(r.reason, []).append(r)
+        for reason, group in by_reason.items():
+            items = [(r.item, r.error_message) for r in group]
+            self._dead_out.extend(_dead_messages(reason, items, limit))
 
     async def _flush_dead(self) -> None:
         async with self._dead_lock:  # one publisher at a time, so none is sent twice
@@ -593,8 +681,10 @@ class Worker:
                 self._dead_out.pop(0)  # only once the server has stored it
 
     async def _publish_dead(self, data: bytes, reason: str, error: str | None = None) -> None:
-        record = {"reason": reason, "error": error, "envelope": _text(data)}
-        await self.js.publish(self.dead_subject, orjson.dumps(record))
+        """Store a whole envelope's body in the dead-letter stream (see _envelope_messages)."""
+        limit = self.nc.max_payload if self.nc is not None else 1 << 20
+        for payload in _envelope_messages(data, reason, error, limit):
+            await self.js.publish(self.dead_subject, payload)
 
     async def _max_delivered(self, msg: Msg) -> None:
         """An envelope hit max_deliver: move it to the dead-letter stream, off the queue."""
