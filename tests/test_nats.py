@@ -581,3 +581,59 @@ def test_malformed_envelope_too_big_to_wrap_is_truncated(tmp_path: Path) -> None
     assert record["envelope_bytes"] == len(body)
     assert "str" in record["error"]
     assert body.decode().startswith(record["envelope"])
+
+
+def test_max_deliver_advisory_is_moved_by_exactly_one_of_three_workers(
+    server: NatsServer,
+) -> None:
+    """Three workers hear the same MAX_DELIVERIES advisory; the dead-letter stream gets one copy.
+
+    As in the test above, another consumer naks an envelope past max_deliver while the
+    workers' pipelines are full; then exactly one worker reports the move, the envelope is off
+    the queue, and the dead-letter stream holds it once.
+    """
+    gate = threading.Event()
+
+    async def main() -> tuple[int, list[Worker], int]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name="SLUICEWAY", subjects=["sluiceway.events", "sluiceway.events.priority"]
+            )
+        )
+        async with Publisher(nc, batch_size=3) as pub:
+            await pub.publish_many([{"n": 1}, {"n": 2}, {"n": 3}])
+        workers, tasks = [], []
+        for _ in range(3):
+            pipeline = sw.Pipeline(lambda b: gate.wait(10), capacity=1, shards=1)
+            assert pipeline.submit("blocker")  # full: the worker fetches nothing
+            workers.append(worker := Worker(pipeline, server.url))
+            tasks.append(asyncio.create_task(worker.run()))
+        await asyncio.sleep(0.5)  # their advisory subscriptions are in place
+        config = ConsumerConfig(
+            durable_name="naker", ack_wait=0.2, max_deliver=2, filter_subject="sluiceway.events"
+        )
+        sub = await js.pull_subscribe("sluiceway.events", durable="naker", config=config)
+        for _ in range(2):
+            (msg,) = await sub.fetch(1, timeout=5)
+            await msg.nak()
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=0.5)  # the server notices max_deliver here
+        deadline = time.monotonic() + 10
+        while sum(w.moved_dead for w in workers) < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # time for a second (wrong) copy to arrive
+        gate.set()
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+        info = await js.stream_info("SLUICEWAY")
+        dead = await js.stream_info("SLUICEWAY_DEAD")
+        await nc.close()
+        return info.state.messages, workers, dead.state.messages
+
+    remaining, workers, dead = asyncio.run(main())
+    assert sorted(w.moved_dead for w in workers) == [0, 0, 1]
+    assert dead == 1
+    assert remaining == 0

@@ -543,8 +543,12 @@ class Worker:
                 )
             )
         prio, regular = subs
+        # One queue group for all workers of the stream: the server hands each advisory to
+        # one of them, so one worker moves the envelope (and a Nats-Msg-Id dedupes a repeat).
         advisory = await self.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*", cb=self._max_delivered
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*",
+            queue=f"sluiceway-{self.stream}-max-deliver",
+            cb=self._max_delivered,
         )
         self.pipeline.start()
         keeper = asyncio.create_task(self._keep_alive())
@@ -680,11 +684,20 @@ class Worker:
                 await self.js.publish(self.dead_subject, self._dead_out[0])
                 self._dead_out.pop(0)  # only once the server has stored it
 
-    async def _publish_dead(self, data: bytes, reason: str, error: str | None = None) -> None:
-        """Store a whole envelope's body in the dead-letter stream (see _envelope_messages)."""
+    async def _publish_dead(
+        self, data: bytes, reason: str, error: str | None = None, msg_id: str | None = None
+    ) -> None:
+        """Store a whole envelope's body in the dead-letter stream (see _envelope_messages).
+
+        With ``msg_id``, each message carries ``Nats-Msg-Id: <msg_id>:<n>``, so the stream's
+        duplicate window keeps one copy if the same envelope is moved twice.
+        """
         limit = self.nc.max_payload if self.nc is not None else 1 << 20
-        for payload in _envelope_messages(data, reason, error, limit):
-            await self.js.publish(self.dead_subject, payload)
+        if msg_id is not None:
+            limit -= 256  # room for the header
+        for n, payload in enumerate(_envelope_messages(data, reason, error, limit)):
+            headers = None if msg_id is None else {"Nats-Msg-Id": f"{msg_id}:{n}"}
+            await self.js.publish(self.dead_subject, payload, headers=headers)
 
     async def _max_delivered(self, msg: Msg) -> None:
         """An envelope hit max_deliver: move it to the dead-letter stream, off the queue."""
@@ -694,7 +707,9 @@ class Worker:
             stored = await self.js.get_msg(self.stream, seq)
         except Exception:  # noqa: BLE001 - another worker may have moved it already
             return
-        await self._publish_dead(stored.data or b"", "max-deliver")
+        await self._publish_dead(
+            stored.data or b"", "max-deliver", msg_id=f"max-deliver:{self.stream}:{seq}"
+        )
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.stream, seq)
             self.moved_dead += 1
