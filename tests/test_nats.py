@@ -637,3 +637,148 @@ def test_max_deliver_advisory_is_moved_by_exactly_one_of_three_workers(
     assert sorted(w.moved_dead for w in workers) == [0, 0, 1]
     assert dead == 1
     assert remaining == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _worker_cli(url: str, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A ``sluiceway worker`` process whose stdout and stderr go to one file."""
+    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLUICEWAY_TEST_OUT": str(tmp_path / "out")}
+    with log.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluiceway", "worker", "tests.nats_app:factory",
+             "--nats", url, *extra],
+            env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, log
+
+
+def _lines(log: Path) -> list[str]:
+    return [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+
+
+def _wait_line(log: Path, text: str, timeout: float) -> None:
+    """Wait (bounded) until ``text`` appears in the log."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} not logged: {_lines(log)}"
+        time.sleep(0.05)
+
+
+def test_worker_without_server_gives_up_after_connect_timeout(tmp_path: Path) -> None:
+    """Nothing listens: after --connect-timeout it exits non-zero with one clear line.
+
+    The output is the 'connecting to' line and the error. Before: a traceback per attempt,
+    hundreds a second, forever.
+    """
+    url = f"nats://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    proc, log = _worker_cli(url, tmp_path, "--connect-timeout", "1.5")
+    code = proc.wait(30)
+    took = time.monotonic() - started
+    lines = _lines(log)
+    assert code == 1
+    assert 1.5 <= took < 15
+    assert len(lines) == 2, lines
+    assert "connecting to" in lines[0]
+    assert "cannot connect" in lines[1]
+    assert url in lines[1]
+    assert "1.5s" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://127.0.0.1:4222", "scheme"),
+        ("nats://no-such-host.invalid:4222", "resolve"),
+        ("nats://", "host"),
+    ],
+)
+def test_worker_bad_url_fails_at_once(tmp_path: Path, url: str, words: str) -> None:
+    """A wrong scheme, an unresolvable host or no host: one line at once, exit non-zero."""
+    started = time.monotonic()
+    proc, log = _worker_cli(url, tmp_path, "--connect-timeout", "60")
+    code = proc.wait(30)
+    lines = _lines(log)
+    assert code != 0
+    assert time.monotonic() - started < 10  # well before the connect timeout
+    assert len(lines) == 1, lines
+    assert words in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_worker_stops_on_signal_while_connecting(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM and SIGINT stop a worker still trying to connect (before: only kill -9 did)."""
+    url = f"nats://127.0.0.1:{_free_port()}"
+    proc, log = _worker_cli(url, tmp_path, "--connect-timeout", "60")
+    _wait_line(log, "connecting to", timeout=20)
+    time.sleep(0.5)  # a few attempts are under way
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert code == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "stopped before" in text
+
+
+def test_worker_logs_one_line_per_connection_state_change(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """The server goes away for 3 s and comes back: one line for each change of state.
+
+    One 'disconnected' and one 'reconnected' line, no traceback; the worker then processes
+    new events and stops on SIGTERM.
+    """
+    proc, log = _worker_cli(server.url, tmp_path, "--connect-timeout", "10")
+    try:
+        _wait_line(log, "consuming", timeout=20)
+        server.stop()
+        _wait_line(log, "disconnected", timeout=20)
+        time.sleep(3)  # many reconnect attempts
+        restarted = NatsServer(server.store, port=server.port)
+        server.proc = restarted.proc
+        _wait_line(log, "reconnected", timeout=30)
+        asyncio.run(_publish(server.url, [{"n": i} for i in range(10)]))
+        seen = _wait_for(tmp_path / "out", set(range(10)), timeout=30)
+        assert set(range(10)) <= set(seen)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert code == 0
+    assert "Traceback" not in text
+    assert text.count("disconnected") == 1, text
+    assert text.count("reconnected") == 1, text
+
+
+def test_worker_stops_on_sigterm_while_disconnected(server: NatsServer, tmp_path: Path) -> None:
+    """The server is gone for good: SIGTERM still stops the worker, in bounded time."""
+    proc, log = _worker_cli(server.url, tmp_path, "--connect-timeout", "10")
+    try:
+        _wait_line(log, "consuming", timeout=20)
+        server.stop()
+        _wait_line(log, "disconnected", timeout=20)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert code == 0
+    assert "Traceback" not in log.read_text()

@@ -25,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import signal
+import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -44,16 +47,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
-from ._errors import SluicewayError
+from ._errors import ConfigError, SluicewayError
 from ._factory import load_factory
 from ._records import DeadLetter
 
 __all__ = [
+    "ConnectError",
     "EventNotEncodable",
     "EventTooLarge",
     "PublishError",
     "Publisher",
     "Worker",
+    "check_servers",
     "ensure_streams",
 ]
 
@@ -459,6 +464,69 @@ def _truncated(reason: str, item: Any, event: bytes, error: str | None, limit: i
         budget //= 2  # escaping made it longer than its budget: halve until it fits
 
 
+class ConnectError(SluicewayError, ConnectionError):
+    """The worker could not reach a NATS server at start-up (or its host does not resolve)."""
+
+
+class _Stopped(Exception):
+    """``stop()`` was called before a connection was made."""
+
+
+log = logging.getLogger("sluiceway.nats")
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+)
+
+
+def check_servers(url: str) -> list[str]:
+    """The server URLs in ``url`` (comma-separated); ``sw.ConfigError`` if one is not NATS's.
+
+    A URL without a scheme gets ``nats://``, as nats-py does.
+    """
+    servers = []
+    for part in (p.strip() for p in url.split(",")):
+        server = part if "://" in part else f"nats://{part}"
+        parts = urllib.parse.urlsplit(server)
+        shown = _redact(server)
+        if parts.scheme not in _SCHEMES:
+            raise ConfigError(
+                "url",
+                f"{shown}: the scheme must be nats://, tls://, ws:// or wss:// "
+                f"(not {parts.scheme}://)",
+            )
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number in range
+        except ValueError as exc:
+            raise ConfigError("url", f"{shown}: the port is not a number in 0-65535") from exc
+        if not parts.hostname:
+            raise ConfigError("url", f"{shown}: no host")
+        servers.append(server)
+    return servers
+
+
+def _redact(url: str) -> str:
+    """``url`` with any user, password or token replaced by ``***``."""
+    out = []
+    for part in url.split(","):
+        parts = urllib.parse.urlsplit(part.strip())
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
+        out.append(urllib.parse.urlunsplit(parts))
+    return ",".join(out)
+
+
+def _describe(exc: BaseException | None) -> str:
+    text = str(exc) if exc is not None else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _Envelope:
     __slots__ = ("completions", "dead", "msg", "received", "remaining", "total")
 
@@ -488,6 +556,8 @@ class Worker:
         max_ack_pending: int = 64,
         nak_delay: float = 1.0,
         create_stream: bool = True,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 10.0,
     ) -> None:
         self.pipeline = pipeline
         self.url = url
@@ -512,70 +582,189 @@ class Worker:
         pipeline.add_dead_letter_listener(self._forward_dead)
         self._dead_out: list[bytes] = []
         self._dead_lock = asyncio.Lock()
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self._state = "new"  # new, connecting, connected, disconnected, closing
+        self._last_error: BaseException | None = None
+        self._trouble_logged: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop fetching; ``run`` then drains the pipeline, acks, and returns."""
+        """Stop connecting or fetching; ``run`` then drains the pipeline, acks, and returns."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+        else:
+            self._stop.set()
 
     async def run(self) -> None:
-        """Consume until ``stop()`` (or SIGTERM/SIGINT when run by ``sluiceway worker``)."""
+        """Consume until ``stop()`` (or SIGTERM/SIGINT when run by ``sluiceway worker``).
+
+        Raises ``sw.ConfigError`` at once for a URL that is not a NATS URL and
+        :class:`ConnectError` for a host that does not resolve or no server answering within
+        ``connect_timeout``. Once connected, it rides out disconnections (reconnecting for
+        ever, logging each change of state once); ``stop()`` ends it in any state.
+        """
         self._loop = asyncio.get_running_loop()
-        self.nc = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        self.js = self.nc.jetstream()
-        if self.create_stream:
-            await ensure_streams(self.js, self.stream, self.subject)
-        subs = []
-        for subject, name in ((self.priority_subject, f"{self.durable}-priority"),
-                              (self.subject, self.durable)):  # fmt: skip
-            config = ConsumerConfig(
-                durable_name=name,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=self.max_deliver,
-                max_ack_pending=self.max_ack_pending,
-                filter_subject=subject,
-            )
-            subs.append(
-                await self.js.pull_subscribe(
-                    subject, durable=name, stream=self.stream, config=config
+        try:
+            self.nc = await self._connect()
+        except _Stopped:
+            log.info("stopped before a connection was made")
+            return
+        try:
+            self.js = self.nc.jetstream()
+            if self.create_stream:
+                await ensure_streams(self.js, self.stream, self.subject)
+            subs = []
+            for subject, name in ((self.priority_subject, f"{self.durable}-priority"),
+                                  (self.subject, self.durable)):  # fmt: skip
+                config = ConsumerConfig(
+                    durable_name=name,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait,
+                    max_deliver=self.max_deliver,
+                    max_ack_pending=self.max_ack_pending,
+                    filter_subject=subject,
                 )
+                subs.append(
+                    await self.js.pull_subscribe(
+                        subject, durable=name, stream=self.stream, config=config
+                    )
+                )
+            # One queue group for all workers of the stream: the server hands each advisory
+            # to one of them, so one worker moves the envelope (a Nats-Msg-Id dedupes a repeat).
+            advisory = await self.nc.subscribe(
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*",
+                queue=f"sluiceway-{self.stream}-max-deliver",
+                cb=self._max_delivered,
             )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            raise
         prio, regular = subs
-        # One queue group for all workers of the stream: the server hands each advisory to
-        # one of them, so one worker moves the envelope (and a Nats-Msg-Id dedupes a repeat).
-        advisory = await self.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*",
-            queue=f"sluiceway-{self.stream}-max-deliver",
-            cb=self._max_delivered,
+        log.info(
+            "consuming stream %s (durable %s) from %s", self.stream, self.durable, self._where()
         )
         self.pipeline.start()
         keeper = asyncio.create_task(self._keep_alive())
         try:
             while not self._stop.is_set():
-                if self._pipeline_full():
-                    await asyncio.sleep(0.002)  # backpressure: fetch nothing until room
-                    continue
-                msgs = await self._fetch(prio, 0.001) or await self._fetch(regular, 0.25)
-                for msg in msgs:
-                    await self._take(msg)
-                await self._flush_dead()
+                try:
+                    if self._pipeline_full():
+                        await asyncio.sleep(0.002)  # backpressure: fetch nothing until room
+                        continue
+                    msgs = await self._fetch(prio, 0.001) or await self._fetch(regular, 0.25)
+                    for msg in msgs:
+                        await self._take(msg)
+                    await self._flush_dead()
+                except Exception as exc:  # noqa: BLE001 - the connection is down: wait, retry
+                    self._trouble(exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 0.5)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self.pipeline.ashutdown()
             await asyncio.sleep(0)  # let the last acks scheduled by completions run
-            await self._flush_dead()
-            await advisory.unsubscribe()
-            for sub in subs:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.close_timeout)
+            try:
+                await asyncio.wait_for(self._flush_dead(), self.close_timeout)
+            except Exception as exc:  # noqa: BLE001 - their envelopes are redelivered
+                log.warning(
+                    "%d dead-letter message(s) could not be stored (%s); their envelopes "
+                    "were not acked and will be redelivered",
+                    len(self._dead_out),
+                    _describe(exc),
+                )
+            for sub in (advisory, *subs):
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await asyncio.wait_for(sub.unsubscribe(), 2)
             # Pending pull requests make drain() wait for its timeout: flush the acks, close.
             with contextlib.suppress(Exception):
-                await self.nc.flush(timeout=5)
-            await self.nc.close()
+                await self.nc.flush(timeout=5 if self._state == "connected" else 1)
+            self._state = "closing"
+            with contextlib.suppress(Exception):  # a lost connection has nothing to flush
+                await self.nc.close()
+
+    async def _connect(self) -> NATS:
+        """Connect, retrying for up to ``connect_timeout`` s; a bad URL fails at once."""
+        servers = check_servers(self.url)
+        loop = asyncio.get_running_loop()
+        for server in servers:
+            parts = urllib.parse.urlsplit(server)
+            try:
+                await loop.getaddrinfo(parts.hostname, parts.port or 4222)
+            except OSError as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ConnectError(f"cannot resolve host {parts.hostname!r} ({reason})") from exc
+        nc = NATS()
+        self._state = "connecting"
+        log.info("connecting to %s", self._where())
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=max(1, min(2, round(self.connect_timeout))),
+            )
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait(
+            {connecting, stopping},
+            timeout=self.connect_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopping.cancel()
+        if connecting in done:
+            connecting.result()
+            self._state = "connected"
+            return nc
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        self._state = "closing"
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if stopping in done:
+            raise _Stopped
+        last = f": {_describe(self._last_error)}" if self._last_error else ""
+        raise ConnectError(
+            f"cannot connect to {self._where()} within {self.connect_timeout:g}s{last}"
+        )
+
+    def _where(self) -> str:
+        return _redact(self.url)
+
+    # -- connection state: one log line per change, never one per attempt -----------------
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        if self._state == "connected" and not isinstance(exc, _CONNECTION_ERRORS):
+            log.warning("NATS error: %s", _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._state == "connected":
+            self._state = "disconnected"
+            last = f" ({_describe(self._last_error)})" if self._last_error else ""
+            log.warning("disconnected from %s%s; reconnecting", self._where(), last)
+
+    async def _on_reconnected(self) -> None:
+        if self._state == "disconnected":
+            log.warning("reconnected to %s", self._where())
+        self._state = "connected"
+        self._trouble_logged = None
+
+    def _trouble(self, exc: BaseException) -> None:
+        """A step of the loop failed: log it once (not at all while disconnected)."""
+        text = _describe(exc)
+        if self._state == "connected" and text != self._trouble_logged:
+            log.warning("NATS operation failed (%s); retrying", text)
+            self._trouble_logged = text
 
     def _pipeline_full(self) -> bool:
         s = self.pipeline.stats()
@@ -643,15 +832,19 @@ class Worker:
         env = self._inflight.pop(key, None)
         if env is None:
             return
-        if env.total < 0:  # partly refused at shutdown: someone else must take it
-            await env.msg.nak(delay=self.nak_delay)
-            self.naked += 1
+        try:
+            if env.total < 0:  # partly refused at shutdown: someone else must take it
+                await env.msg.nak(delay=self.nak_delay)
+                self.naked += 1
+                return
+            if env.dead:
+                # Its dead letters reach the dead-letter stream before the envelope is acked:
+                # a crash in between redelivers the envelope rather than losing the records.
+                await self._flush_dead()
+            await env.msg.ack()
+        except Exception as exc:  # noqa: BLE001 - not acked: redelivered after AckWait
+            self._trouble(exc)
             return
-        if env.dead:
-            # Its dead letters reach the dead-letter stream before the envelope is acked: a
-            # crash in between redelivers the envelope rather than losing the records.
-            await self._flush_dead()
-        await env.msg.ack()
         self.acked += 1
 
     async def _keep_alive(self) -> None:
@@ -743,8 +936,19 @@ def run_worker(
     ack_wait: float = 30.0,
     max_deliver: int = 5,
     metrics_port: int | None = None,
+    connect_timeout: float = 10.0,
 ) -> int:
-    """``sluiceway worker``: run until SIGTERM/SIGINT, then drain, ack and exit."""
+    """``sluiceway worker``: run until SIGTERM/SIGINT, then drain, ack and exit.
+
+    Returns 0 after a stop, 1 when no server could be reached at start-up, 2 for a bad URL;
+    those failures print one line on stderr.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s sluiceway worker: %(message)s")
+    try:
+        check_servers(url)
+    except ConfigError as exc:
+        return _fail(f"--nats {str(exc).removeprefix('url: ')}", 2)
     pipeline = load_factory(factory)()
     worker = Worker(
         pipeline,
@@ -754,6 +958,7 @@ def run_worker(
         durable=durable,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
+        connect_timeout=connect_timeout,
     )
 
     server = None
@@ -772,11 +977,20 @@ def run_worker(
 
     try:
         asyncio.run(main())
+    except ConnectError as exc:
+        return _fail(str(exc), 1)
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        return _fail(f"NATS refused the set-up: {_describe(exc)}", 1)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"sluiceway worker: {message}", file=sys.stderr)
+    return code
 
 
 def worker_command(args: Any) -> int:
@@ -790,4 +1004,5 @@ def worker_command(args: Any) -> int:
         ack_wait=args.ack_wait,
         max_deliver=args.max_deliver,
         metrics_port=args.metrics_port,
+        connect_timeout=args.connect_timeout,
     )
