@@ -23,6 +23,7 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
 import sluiceway as sw
+import sluiceway.nats as sluiceway_nats
 from sluiceway.nats import (
     EventNotEncodable,
     EventTooLarge,
@@ -782,3 +783,65 @@ def test_worker_stops_on_sigterm_while_disconnected(server: NatsServer, tmp_path
             proc.wait(10)
     assert code == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_worker_repr_hides_credentials() -> None:
+    """repr(Worker) and repr(Publisher) say what they are and never show a password."""
+    pipeline = sw.Pipeline(lambda b: None)
+    worker = Worker(pipeline, "nats://alice:s3cret@127.0.0.1:4222", durable="d1", name="ingest")
+    text = repr(worker)
+    assert "s3cret" not in text
+    assert "alice" not in text
+    assert text.startswith("Worker(")
+    assert "127.0.0.1:4222" in text
+    assert "'d1'" in text
+    assert "'ingest'" in text
+    pub = Publisher("nats://alice:s3cret@127.0.0.1:4222", stream="S")
+    assert "s3cret" not in repr(pub)
+    assert repr(pub).startswith("Publisher(stream='S'")
+    pipeline.shutdown()
+
+
+def test_worker_as_async_context_manager_with_labelled_metrics(server: NatsServer) -> None:
+    """``async with Worker(...)`` consumes inside the block and drains and stops at its end.
+
+    Its metrics carry the ``pipeline`` label (the worker's name) next to ``durable``, and
+    read through a registry they sit beside the pipeline's own metrics.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import sluiceway.prometheus as swp
+
+    handled: list[Any] = []
+
+    async def main() -> tuple[Worker, bytes, str]:
+        pipeline = sw.Pipeline(handled.extend, max_delay=0.001)
+        registry = CollectorRegistry()
+        async with Worker(pipeline, server.url, name="ingest") as worker:
+            swp.register(pipeline, registry, name="ingest")
+            swp.add_source(worker.metrics, registry)
+            state_inside = worker.state
+            await _publish(server.url, [{"n": i} for i in range(20)], batch=5)
+            deadline = time.monotonic() + 20
+            while worker.acked < 4:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            text = generate_latest(registry)
+        assert worker.nc is not None
+        assert worker.nc.is_closed
+        assert pipeline.closed
+        return worker, text, state_inside
+
+    worker, text, state_inside = asyncio.run(main())
+    assert state_inside == "connected"
+    assert worker.state == "closed"
+    assert sorted(e["n"] for e in handled) == list(range(20))
+    assert (
+        b'sluiceway_nats_envelopes_acked_total{durable="sluiceway",pipeline="ingest"} 4.0' in text
+    )
+    assert b'sluiceway_nats_connected{durable="sluiceway",pipeline="ingest"} 1.0' in text
+    assert b'sluiceway_items_processed_total{pipeline="ingest"} 20.0' in text
+    families = {f.name: f for f in worker.metrics()}
+    assert set(families) == set(sluiceway_nats.METRICS)
+    for family in families.values():
+        assert family.samples[0].labels == {"pipeline": "ingest", "durable": "sluiceway"}

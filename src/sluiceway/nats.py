@@ -52,6 +52,7 @@ from ._factory import load_factory
 from ._records import DeadLetter
 
 __all__ = [
+    "METRICS",
     "ConnectError",
     "EventNotEncodable",
     "EventTooLarge",
@@ -464,6 +465,51 @@ def _truncated(reason: str, item: Any, event: bytes, error: str | None, limit: i
         budget //= 2  # escaping made it longer than its budget: halve until it fits
 
 
+# name: (type, labels, help), as sluiceway.prometheus.METRICS; docs/metrics.md lists both.
+METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "sluiceway_nats_envelopes_fetched": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes fetched from the stream.",
+    ),
+    "sluiceway_nats_envelopes_acked": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes acked (every event processed or dead-lettered; malformed ones too).",
+    ),
+    "sluiceway_nats_envelopes_naked": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes nak'd for another worker (refused at shutdown).",
+    ),
+    "sluiceway_nats_envelopes_redelivered": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes fetched again after an earlier delivery.",
+    ),
+    "sluiceway_nats_envelopes_dead": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes past max_deliver moved to the dead-letter stream by this worker.",
+    ),
+    "sluiceway_nats_envelopes_malformed": (
+        "counter",
+        ("pipeline", "durable"),
+        "Malformed envelopes dead-lettered and acked.",
+    ),
+    "sluiceway_nats_consumer_lag": (
+        "gauge",
+        ("pipeline", "durable"),
+        "Envelopes pending plus unacked on the durable consumer.",
+    ),
+    "sluiceway_nats_connected": (
+        "gauge",
+        ("pipeline", "durable"),
+        "1 while connected to a NATS server, else 0.",
+    ),
+}
+
+
 class ConnectError(SluicewayError, ConnectionError):
     """The worker could not reach a NATS server at start-up (or its host does not resolve)."""
 
@@ -558,8 +604,10 @@ class Worker:
         create_stream: bool = True,
         connect_timeout: float = 10.0,
         close_timeout: float = 10.0,
+        name: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.name = durable if name is None else name  # the ``pipeline`` label of metrics
         self.url = url
         self.stream = stream
         self.subject, self.priority_subject, self.dead_subject = _subjects(subject)
@@ -584,11 +632,40 @@ class Worker:
         self._dead_lock = asyncio.Lock()
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
-        self._state = "new"  # new, connecting, connected, disconnected, closing
+        self._state = "new"  # new, connecting, connected, disconnected, closing, closed
+        self._ready = asyncio.Event()  # set once consuming
+        self._task: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
         self._trouble_logged: str | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"Worker(url={self._where()!r}, stream={self.stream!r}, durable={self.durable!r}, "
+            f"name={self.name!r}, state={self._state!r}, acked={self.acked})"
+        )
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connecting``, ``connected``, ``disconnected``, ``closing`` or ``closed``."""
+        return self._state
+
     # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Worker:
+        """Run in a background task; return once consuming (raise if it could not start)."""
+        self._task = asyncio.create_task(self.run())
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # raises what stopped it
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop, drain the pipeline, ack, disconnect."""
+        self.stop()
+        if self._task is not None:
+            await self._task
+
     def stop(self) -> None:
         """Stop connecting or fetching; ``run`` then drains the pipeline, acks, and returns."""
         if self._loop is not None:
@@ -646,6 +723,7 @@ class Worker:
             "consuming stream %s (durable %s) from %s", self.stream, self.durable, self._where()
         )
         self.pipeline.start()
+        self._ready.set()
         keeper = asyncio.create_task(self._keep_alive())
         try:
             while not self._stop.is_set():
@@ -687,6 +765,7 @@ class Worker:
             self._state = "closing"
             with contextlib.suppress(Exception):  # a lost connection has nothing to flush
                 await self.nc.close()
+            self._state = "closed"
 
     async def _connect(self) -> NATS:
         """Connect, retrying for up to ``connect_timeout`` s; a bad URL fails at once."""
@@ -908,22 +987,22 @@ class Worker:
             self.moved_dead += 1
 
     def metrics(self) -> Iterator[Any]:
-        """Metric families for ``sluiceway.prometheus.add_source``."""
-        for name, value, doc in (
-            ("sluiceway_nats_envelopes_fetched", self.fetched, "Envelopes fetched."),
-            ("sluiceway_nats_envelopes_acked", self.acked, "Envelopes acked."),
-            ("sluiceway_nats_envelopes_naked", self.naked, "Envelopes nak'd."),
-            ("sluiceway_nats_envelopes_redelivered", self.redelivered, "Redeliveries seen."),
-            ("sluiceway_nats_envelopes_dead", self.moved_dead, "Envelopes moved to dead."),
-        ):
-            c = CounterMetricFamily(name, doc, labels=["durable"])
-            c.add_metric([self.durable], value)
-            yield c
-        g = GaugeMetricFamily(
-            "sluiceway_nats_consumer_lag", "Pending plus unacked.", labels=["durable"]
-        )
-        g.add_metric([self.durable], self.lag)
-        yield g
+        """Metric families (:data:`METRICS`) for ``sluiceway.prometheus.add_source``."""
+        values = {
+            "sluiceway_nats_envelopes_fetched": self.fetched,
+            "sluiceway_nats_envelopes_acked": self.acked,
+            "sluiceway_nats_envelopes_naked": self.naked,
+            "sluiceway_nats_envelopes_redelivered": self.redelivered,
+            "sluiceway_nats_envelopes_dead": self.moved_dead,
+            "sluiceway_nats_envelopes_malformed": self.malformed,
+            "sluiceway_nats_consumer_lag": self.lag,
+            "sluiceway_nats_connected": 1 if self._state == "connected" else 0,
+        }
+        for name, (kind, labels, doc) in METRICS.items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            f = family(name, doc, labels=list(labels))
+            f.add_metric([self.name, self.durable], values[name])
+            yield f
 
 
 def run_worker(
