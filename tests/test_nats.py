@@ -109,7 +109,13 @@ def _processed(out: Path) -> Counter[int]:
 
 async def _stream_state(url: str) -> tuple[int, list[Any]]:
     nc = await nats.connect(url)
-    js = nc.jetstream()
+    out = await _stream_state_on(nc.jetstream())
+    await nc.close()
+    return out
+
+
+async def _stream_state_on(js: Any) -> tuple[int, list[Any]]:
+    """Messages left in the work stream, and the dead-letter records, decoded."""
     info = await js.stream_info("SLUICEWAY")
     dead_info = await js.stream_info("SLUICEWAY_DEAD")
     dead: list[Any] = []
@@ -118,7 +124,6 @@ async def _stream_state(url: str) -> tuple[int, list[Any]]:
             break
         msg = await js.get_msg("SLUICEWAY_DEAD", seq)
         dead.append(orjson.loads(msg.data or b"{}"))
-    await nc.close()
     return info.state.messages, dead
 
 
@@ -845,3 +850,43 @@ def test_worker_as_async_context_manager_with_labelled_metrics(server: NatsServe
     assert set(families) == set(sluiceway_nats.METRICS)
     for family in families.values():
         assert family.samples[0].labels == {"pipeline": "ingest", "durable": "sluiceway"}
+
+
+def test_event_whose_key_fails_is_dead_lettered_alone(server: NatsServer) -> None:
+    """An event the key function fails on (sw.InvalidItem) is dead-lettered alone.
+
+    With a keyed pipeline, that event goes to the dead-letter stream with reason
+    ``invalid-item``; the other events of its envelope are processed, the envelope is
+    acked, and the worker goes on to the next envelope (before: the loop failed for ever).
+    """
+    handled: list[Any] = []
+
+    async def main() -> tuple[Worker, list[Any], int]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        async with Publisher(nc, batch_size=3, create_stream=True) as pub:
+            await pub.publish_many([{"user": 1, "n": 0}, {"n": 1}, {"user": 2, "n": 2}])
+            await pub.publish_many([{"user": 3, "n": 3}])
+        pipeline = sw.Pipeline(handled.extend, key=lambda e: e["user"], max_delay=0.001)
+        worker = Worker(pipeline, server.url, ack_wait=5)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 20
+        while worker.acked < 2:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+        _, dead = await _stream_state_on(js)
+        info = await js.stream_info("SLUICEWAY")
+        await nc.close()
+        return worker, dead, info.state.messages
+
+    worker, dead, remaining = asyncio.run(main())
+    assert worker.acked == 2
+    assert sorted(e["n"] for e in handled) == [0, 2, 3]
+    assert remaining == 0
+    (record,) = dead
+    assert record["reason"] == "invalid-item"
+    assert [e["n"] for e in record["events"]] == [1]
+    assert "key function" in record["errors"][0]

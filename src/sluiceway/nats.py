@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
-from ._errors import ConfigError, SluicewayError
+from ._errors import ConfigError, InvalidItem, SluicewayError
 from ._factory import load_factory
 from ._records import DeadLetter
 
@@ -878,7 +878,16 @@ class Worker:
             return
         left = events
         while left:
-            completion = self.pipeline.submit_tracked(left, priority)
+            try:
+                completion = self.pipeline.submit_tracked(left, priority)
+            except InvalidItem as exc:  # nothing of the call admitted: drop that event, retry
+                self._dead_out.extend(
+                    _dead_messages("invalid-item", [(exc.item, str(exc))], self._dead_limit())
+                )
+                env.dead += 1
+                env.remaining -= 1
+                left = left[: exc.index] + left[exc.index + 1 :]
+                continue
             k = completion.accepted
             if k:
                 env.completions += 1
@@ -890,6 +899,8 @@ class Worker:
                     env.total = -1
                     break
                 await asyncio.sleep(0.001)  # the pipeline is full: wait, fetch nothing more
+        if env.remaining <= 0:  # the last events were invalid: no completion will finish it
+            await self._finish(key)
 
     def _settled(self, key: str, c: Completion) -> None:
         """A completion fired (on an engine thread): count it on the loop."""
@@ -942,13 +953,17 @@ class Worker:
     # -- dead letters ---------------------------------------------------------------------
     def _forward_dead(self, records: list[DeadLetter]) -> None:
         """Pipeline listener (engine thread): queue dead events for the dead-letter stream."""
-        limit = self.nc.max_payload if self.nc is not None else 1 << 20
+        limit = self._dead_limit()
         by_reason: dict[str, list[DeadLetter]] = {}
         for r in records:
             by_reason.setdefault(r.reason, []).append(r)
         for reason, group in by_reason.items():
             items = [(r.item, r.error_message) for r in group]
             self._dead_out.extend(_dead_messages(reason, items, limit))
+
+    def _dead_limit(self) -> int:
+        """The largest dead-letter message the server takes."""
+        return self.nc.max_payload if self.nc is not None else 1 << 20
 
     async def _flush_dead(self) -> None:
         async with self._dead_lock:  # one publisher at a time, so none is sent twice
@@ -964,7 +979,7 @@ class Worker:
         With ``msg_id``, each message carries ``Nats-Msg-Id: <msg_id>:<n>``, so the stream's
         duplicate window keeps one copy if the same envelope is moved twice.
         """
-        limit = self.nc.max_payload if self.nc is not None else 1 << 20
+        limit = self._dead_limit()
         if msg_id is not None:
             limit -= 256  # room for the header
         for n, payload in enumerate(_envelope_messages(data, reason, error, limit)):
