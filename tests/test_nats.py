@@ -890,3 +890,19 @@ def test_event_whose_key_fails_is_dead_lettered_alone(server: NatsServer) -> Non
     assert record["reason"] == "invalid-item"
     assert [e["n"] for e in record["events"]] == [1]
     assert "key function" in record["errors"][0]
+
+
+def test_priority_event_that_cannot_be_sent_raises_at_once(server: NatsServer) -> None:
+    """A priority event is sent by its own publish(): if sending fails, that call raises."""
+
+    async def main() -> None:
+        nc = await nats.connect(server.url)
+        pub = await Publisher(nc, create_stream=True).start()
+        await nc.close()  # the connection is gone
+        with pytest.raises(PublishError) as info:
+            await pub.publish({"n": 1}, priority=True)
+        assert [e["n"] for e in info.value.events] == [1]
+        assert isinstance(info.value.__cause__, nats.errors.ConnectionClosedError)
+        await pub.close()  # reported once: nothing more to raise
+
+    asyncio.run(main())

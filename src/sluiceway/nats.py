@@ -217,6 +217,8 @@ class Publisher:
             self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
             _name(event, f"{envelope_id}-0")
             await self._send(self.priority_subject, envelope_id, [event], [encoded])
+            if self._failures:  # it could not even be sent: say so now
+                self._raise_failures()
             return
         unnamed = isinstance(event, dict) and "id" not in event
         event_id = f"{self._envelope_id}-{len(self._events)}" if unnamed else ""
