@@ -51,11 +51,15 @@ _ENVELOPE_OVERHEAD = len(b'{"id":"","events":[]}') + 32
 def _encode(event: Any, event_id: str) -> bytes:
     """The event's JSON; a dict without ``id`` gets ``event_id`` (the event is not changed)."""
     try:
-        if event_id and isinstance(event, dict) and "id" not in event:
+        if isinstance(event, dict) and "id" not in event:
             return orjson.dumps({**event, "id": event_id})
         return orjson.dumps(event)
     except (TypeError, orjson.JSONEncodeError) as exc:
-        raise EventNotEncodable(f"the event cannot be encoded as JSON: {exc}", [event]) from exc
+        raise _not_encodable(event, exc) from exc
+
+
+def _not_encodable(event: Any, exc: Exception) -> EventNotEncodable:
+    return EventNotEncodable(f"the event cannot be encoded as JSON: {exc}", [event])
 
 
 def _name(event: Any, event_id: str) -> None:
@@ -99,7 +103,8 @@ class Publisher:
         self._envelope_id = uuid.uuid4().hex
         self._events: list[Any] = []
         self._encoded: list[bytes] = []
-        self._size = _ENVELOPE_OVERHEAD
+        # Invariant: _room <= max payload - the open envelope's bytes (a comma per event).
+        self._room = (1 << 20) - _ENVELOPE_OVERHEAD
         self._acks: list[tuple[asyncio.Future[Any], list[Any]]] = []
         self._failures: list[PublishError] = []  # raised by the next call, then forgotten
         self._timer: asyncio.TimerHandle | None = None
@@ -125,6 +130,7 @@ class Publisher:
         else:
             self.nc = self._nc_or_url
         self.js = self.nc.jetstream()
+        self._room = self._limit() - _ENVELOPE_OVERHEAD
         if self.create_stream:
             await ensure_streams(self.js, self.stream, self.subject)
         return self
@@ -135,8 +141,7 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def _max_payload(self) -> int:
+    def _limit(self) -> int:
         """The server's limit on one message, in bytes (from its INFO; 1 MiB before)."""
         return self.nc.max_payload if self.nc is not None else 1 << 20
 
@@ -149,45 +154,67 @@ class Publisher:
         if self._failures:
             self._raise_failures()
         if priority:
-            envelope_id = uuid.uuid4().hex
-            encoded = _encode(event, f"{envelope_id}-0")
-            self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
-            _name(event, f"{envelope_id}-0")
-            await self._send(self.priority_subject, envelope_id, [event], [encoded])
-            if self._failures:  # it could not even be sent: say so now
-                self._raise_failures()
+            await self._publish_priority(event)
             return
-        unnamed = isinstance(event, dict) and "id" not in event
-        event_id = f"{self._envelope_id}-{len(self._events)}" if unnamed else ""
-        encoded = _encode(event, event_id)
-        # Invariant: self._size >= the bytes of the open envelope (one comma per event).
-        if self._size + len(encoded) + 1 > self._max_payload:
-            if self._events:
-                await self._send_buffer()  # full by bytes: this event opens the next one
-                if unnamed:
-                    event_id = f"{self._envelope_id}-0"
-                    encoded = _encode(event, event_id)
-            self._check_size(event, _ENVELOPE_OVERHEAD + len(encoded))
-        if unnamed:
-            event["id"] = event_id  # a resend of this event keeps its id
+        if isinstance(event, dict) and "id" not in event:
+            encoded = await self._encode_unnamed(event)
+        else:  # the hot path: one encoding, one comparison
+            try:
+                encoded = orjson.dumps(event)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise _not_encodable(event, exc) from exc
+            if len(encoded) >= self._room:
+                await self._make_room(event, encoded)
         self._events.append(event)
         self._encoded.append(encoded)
-        self._size += len(encoded) + 1
-        if len(self._events) >= self.batch_size:
+        self._room -= len(encoded) + 1
+        if len(self._encoded) >= self.batch_size:
             await self._send_buffer()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.max_delay, self._flush_soon)
 
-    def _check_size(self, event: Any, size: int) -> None:
-        if size > self._max_payload:
+    async def _make_room(self, event: Any, encoded: bytes) -> None:
+        """The open envelope cannot take ``encoded``: send it; raise if it never could."""
+        if self._events:
+            await self._send_buffer()
+        if len(encoded) >= self._room:
+            size = _ENVELOPE_OVERHEAD + len(encoded)
             raise EventTooLarge(
                 f"an envelope holding only this event is {size} bytes; the server accepts "
-                f"at most {self._max_payload}",
+                f"at most {self._limit()}",
                 [event],
                 size,
-                self._max_payload,
+                self._limit(),
             )
+
+    async def _encode_unnamed(self, event: dict[str, Any]) -> bytes:
+        """Encode a dict without ``id`` with the id of its place, then give it that id."""
+        event_id = f"{self._envelope_id}-{len(self._events)}"
+        encoded = _encode(event, event_id)
+        if len(encoded) >= self._room:
+            await self._make_room(event, encoded)
+            event_id = f"{self._envelope_id}-0"  # it opens a new envelope
+            encoded = _encode(event, event_id)
+            await self._make_room(event, encoded)
+        event["id"] = event_id  # a resend of this event keeps its id
+        return encoded
+
+    async def _publish_priority(self, event: Any) -> None:
+        envelope_id = uuid.uuid4().hex
+        encoded = _encode(event, f"{envelope_id}-0")
+        if _ENVELOPE_OVERHEAD + len(encoded) > self._limit():
+            raise EventTooLarge(
+                f"an envelope holding only this event is {_ENVELOPE_OVERHEAD + len(encoded)} "
+                f"bytes; the server accepts at most {self._limit()}",
+                [event],
+                _ENVELOPE_OVERHEAD + len(encoded),
+                self._limit(),
+            )
+        _name(event, f"{envelope_id}-0")
+        await self._send(self.priority_subject, envelope_id, [event], [encoded])
+        if self._failures:  # it could not even be sent: say so now
+            self._raise_failures()
 
     def _flush_soon(self) -> None:
         """The timer fired: send the open envelope; a failure is kept for the next call."""
@@ -219,7 +246,7 @@ class Publisher:
             return
         envelope_id, events, encoded = self._envelope_id, self._events, self._encoded
         self._envelope_id, self._events, self._encoded = uuid.uuid4().hex, [], []
-        self._size = _ENVELOPE_OVERHEAD
+        self._room = self._limit() - _ENVELOPE_OVERHEAD
         await self._send(self.subject, envelope_id, events, encoded)
 
     async def _send(
