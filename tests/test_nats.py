@@ -772,22 +772,27 @@ def test_worker_logs_one_line_per_connection_state_change(
     assert text.count("reconnected") == 1, text
 
 
-def test_worker_stops_on_sigterm_while_disconnected(server: NatsServer, tmp_path: Path) -> None:
-    """The server is gone for good: SIGTERM still stops the worker, in bounded time."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_worker_stops_on_signal_while_disconnected(
+    server: NatsServer, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The server is gone for good: SIGTERM or SIGINT still stops the worker, in bounded time."""
     proc, log = _worker_cli(server.url, tmp_path, "--connect-timeout", "10")
     try:
         _wait_line(log, "consuming", timeout=20)
         server.stop()
         _wait_line(log, "disconnected", timeout=20)
         time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         code = proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
     assert code == 0
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "stopped" in text
 
 
 def test_worker_repr_hides_credentials() -> None:

@@ -356,6 +356,7 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), 0.5)
         finally:
+            log.info("stopping: draining the pipeline")
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -382,6 +383,12 @@ class Worker:
             with contextlib.suppress(Exception):  # a lost connection has nothing to flush
                 await self.nc.close()
             self._state = "closed"
+            log.info(
+                "stopped: %d envelope(s) acked, %d nak'd, %d malformed",
+                self.acked,
+                self.naked,
+                self.malformed,
+            )
 
     async def _connect(self) -> NATS:
         """Connect, retrying for up to ``connect_timeout`` s; a bad URL fails at once."""
