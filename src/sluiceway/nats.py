@@ -349,7 +349,10 @@ class Worker:
                         continue
                     msgs = await self._fetch(prio, 0.001) or await self._fetch(regular, 0.25)
                     for msg in msgs:
-                        await self._take(msg)
+                        try:
+                            await self._take(msg)
+                        except Exception as exc:  # noqa: BLE001 - not acked: redelivered later
+                            self._trouble(exc)
                     await self._flush_dead()
                 except Exception as exc:  # noqa: BLE001 - the connection is down: wait, retry
                     self._trouble(exc)
