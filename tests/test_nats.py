@@ -911,3 +911,27 @@ def test_priority_event_that_cannot_be_sent_raises_at_once(server: NatsServer) -
         await pub.close()  # reported once: nothing more to raise
 
     asyncio.run(main())
+
+
+def test_worker_context_manager_raises_connect_error_and_ends_closed() -> None:
+    """Entering ``async with Worker(...)`` with no server raises ConnectError in bounded time.
+
+    The worker's state is then ``closed``; a bad scheme raises sw.ConfigError at once.
+    """
+    port = _free_port()
+
+    async def main() -> tuple[Worker, float]:
+        worker = Worker(sw.Pipeline(lambda b: None), f"nats://127.0.0.1:{port}", connect_timeout=1)
+        started = time.monotonic()
+        with pytest.raises(sluiceway_nats.ConnectError, match="within 1s"):
+            async with worker:
+                pytest.fail("the block must not run")
+        took = time.monotonic() - started
+        with pytest.raises(sw.ConfigError, match="scheme"):
+            async with Worker(sw.Pipeline(lambda b: None), "http://127.0.0.1:4222"):
+                pytest.fail("the block must not run")
+        return worker, took
+
+    worker, took = asyncio.run(main())
+    assert worker.state == "closed"
+    assert 1 <= took < 10

@@ -301,8 +301,12 @@ class Worker:
         try:
             self.nc = await self._connect()
         except _Stopped:
+            self._state = "closed"
             log.info("stopped before a connection was made")
             return
+        except BaseException:
+            self._state = "closed"
+            raise
         try:
             self.js = self.nc.jetstream()
             if self.create_stream:
@@ -331,8 +335,10 @@ class Worker:
                 cb=self._max_delivered,
             )
         except BaseException:
+            self._state = "closing"
             with contextlib.suppress(Exception):
                 await self.nc.close()
+            self._state = "closed"
             raise
         prio, regular = subs
         log.info(
