@@ -486,6 +486,7 @@ def test_dead_letter_records_over_max_payload_are_split_or_truncated(tmp_path: P
     """
     limit = 65_536
     server = NatsServer(tmp_path / "store", max_payload=limit)
+    batches: list[int] = []  # records per dead-letter listener call
 
     def handler(batch: list[dict[str, Any]]) -> None:
         huge = any(e.get("huge") for e in batch)
@@ -497,6 +498,7 @@ def test_dead_letter_records_over_max_payload_are_split_or_truncated(tmp_path: P
         async with Publisher(nc, create_stream=True) as pub:
             await pub.publish_many([{"id": f"e{n}", "pad": "x" * 20_000} for n in range(12)])
         pipeline = sw.Pipeline(handler, shards=1, batch_size=8, max_delay=0.05)
+        pipeline.add_dead_letter_listener(lambda records: batches.append(len(records)))
         worker = Worker(pipeline, server.url, ack_wait=5)
         task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + 20
@@ -534,7 +536,11 @@ def test_dead_letter_records_over_max_payload_are_split_or_truncated(tmp_path: P
     assert sorted(full + [r["event_id"] for r in truncated]) == sorted(
         [f"e{n}" for n in range(12)] + ["big"]
     )
-    assert len(records) > 12 * 20_000 // limit  # split over several messages
+    # A batch of 4 or more 20 kB records (over 80 kB) had to be split over messages, and
+    # messages hold several records where they fit.
+    assert max(batches) >= 4
+    assert len(records) > 12 * 20_000 // limit
+    assert max(len(r["events"]) for r in records) >= 2
     assert [r["event_id"] for r in truncated] == ["big"]
     (big,) = truncated
     assert big["reason"] == "handler-error"
