@@ -941,3 +941,26 @@ def test_worker_context_manager_raises_connect_error_and_ends_closed() -> None:
     worker, took = asyncio.run(main())
     assert worker.state == "closed"
     assert 1 <= took < 10
+
+
+def test_max_deliver_copy_is_deduplicated_by_msg_id(server: NatsServer) -> None:
+    """Two workers moving the same envelope store it once in the dead-letter stream.
+
+    Both read it before either deleted it; the copy's Nats-Msg-Id is derived from the stream
+    sequence, so the stream's duplicate window drops the second.
+    """
+
+    async def main() -> int:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_streams(js, "SLUICEWAY", "sluiceway.events")
+        body = orjson.dumps({"id": "e", "events": [{"n": 1}]})
+        workers = [Worker(sw.Pipeline(lambda b: None), server.url) for _ in range(2)]
+        for worker in workers:  # what each does with the advisory for stream sequence 7
+            worker.nc, worker.js = nc, js
+            await worker._publish_dead(body, "max-deliver", msg_id="max-deliver:SLUICEWAY:7")
+        info = await js.stream_info("SLUICEWAY_DEAD")
+        await nc.close()
+        return info.state.messages
+
+    assert asyncio.run(main()) == 1
