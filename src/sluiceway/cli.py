@@ -92,9 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     top = sub.add_parser("top", help="watch a pipeline's /metrics endpoint live")
-    top.add_argument(
-        "url", help="e.g. http://127.0.0.1:9464/metrics (http:// is added when no scheme)"
-    )
+    top.add_argument("url", help="e.g. http://127.0.0.1:9464/metrics")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     return parser
