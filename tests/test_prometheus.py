@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import sluiceway as sw
+import sluiceway.nats as sluiceway_nats
 import sluiceway.prometheus as swp
 from sluiceway.testing import FakeClock
 
@@ -163,7 +164,7 @@ def test_wsgi_app_serves_the_registry() -> None:
 def test_every_dashboard_expression_names_an_exported_metric() -> None:
     """Grafana's panels query only metrics the collector exports."""
     exported = set()
-    for name, (kind, _, _) in swp.METRICS.items():
+    for name, (kind, _, _) in {**swp.METRICS, **sluiceway_nats.METRICS}.items():
         if kind == "counter":
             exported.add(f"{name}_total")
         elif kind == "histogram":
@@ -180,12 +181,12 @@ def test_every_dashboard_expression_names_an_exported_metric() -> None:
 
 
 def test_metrics_reference_matches_the_code() -> None:
-    """docs/metrics.md lists every metric with its type and labels, and nothing else."""
+    """docs/metrics.md lists every metric (the NATS worker's too) with type and labels, only."""
     text = (ROOT / "docs" / "metrics.md").read_text()
     rows = re.findall(r"^\| `(sluiceway_[a-z_]+)` \| (\w+) \| ([^|]*) \|", text, re.M)
     documented = {name: (kind, labels.strip()) for name, kind, labels in rows}
     expected = {}
-    for name, (kind, labels, _) in swp.METRICS.items():
+    for name, (kind, labels, _) in {**swp.METRICS, **sluiceway_nats.METRICS}.items():
         shown = f"{name}_total" if kind == "counter" else name
         expected[shown] = (kind, ", ".join(labels))
     assert documented == expected

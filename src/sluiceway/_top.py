@@ -1,8 +1,18 @@
-"""``sluiceway top URL``: a running pipeline's metrics endpoint, live in the terminal."""
+"""``sluiceway top URL``: a running pipeline's metrics endpoint, live in the terminal.
+
+A fetch that fails (no answer, an HTTP error, a body that is not Prometheus text) never ends
+the live view: it shows "unreachable, retrying" with the reason and tries again every
+interval. ``--once`` prints that reason as one line and exits with status 1.
+"""
 
 from __future__ import annotations
 
+import http.client
+import socket
+import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from typing import Any
@@ -13,20 +23,76 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Scrape", "render", "run_top", "scrape", "top_command"]
+from ._errors import ConfigError, SluicewayError
+
+__all__ = [
+    "Scrape",
+    "ScrapeError",
+    "check_url",
+    "render",
+    "run_top",
+    "scrape",
+    "top_command",
+]
 
 Scrape = dict[str, list[tuple[dict[str, str], float]]]
 
+_CONTENT_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+class ScrapeError(SluicewayError):
+    """The metrics endpoint could not be read; the message says why, in a few words."""
+
+
+def check_url(url: str) -> str:
+    """``url`` with ``http://`` added when it has no scheme; ``sw.ConfigError`` if not HTTP."""
+    full = url if "://" in url else f"http://{url}"
+    parts = urllib.parse.urlsplit(full)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("url", f"{url}: the scheme must be http:// or https://")
+    if not parts.hostname:
+        raise ConfigError("url", f"{url}: no host")
+    return full
+
 
 def scrape(url: str, timeout: float = 5.0) -> Scrape:
-    """Fetch and parse ``url`` (the Prometheus text format) into name -> samples."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        text = response.read().decode("utf-8")
+    """Fetch and parse ``url`` (the Prometheus text format) into name -> samples.
+
+    Raises :class:`ScrapeError` for every way that can fail.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            ctype = response.headers.get_content_type()
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise ScrapeError(f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise ScrapeError(_reason(exc.reason)) from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise ScrapeError(_reason(exc)) from exc
+    if ctype not in _CONTENT_TYPES:
+        raise ScrapeError(f"the answer is {ctype}, not Prometheus metrics")
     out: Scrape = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name].append((dict(sample.labels), float(sample.value)))
+    try:
+        for family in text_string_to_metric_families(body.decode("utf-8")):
+            for sample in family.samples:
+                out[sample.name].append((dict(sample.labels), float(sample.value)))
+    except Exception as exc:
+        raise ScrapeError(f"the answer is not the Prometheus text format ({exc})") from exc
     return out
+
+
+def _reason(exc: object) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, BaseException):
+        text = str(exc)
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return str(exc)
 
 
 def _value(data: Scrape, name: str, **labels: str) -> float:
@@ -63,7 +129,8 @@ def render(data: Scrape, previous: Scrape | None, seconds: float) -> Group:
             if previous
             else processed
         )
-        rate = (processed - before) / seconds if seconds > 0 else 0.0
+        # A restarted endpoint counts from zero again: no negative rates.
+        rate = max(0.0, processed - before) / seconds if seconds > 0 else 0.0
         refused = _value(data, "sluiceway_items_refused_total", pipeline=name)
         dead = _value(data, "sluiceway_items_dead_lettered_total", pipeline=name)
         p50 = _quantile(data, "sluiceway_priority_latency_seconds", name, 0.5)
@@ -105,28 +172,64 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:g} ms"
 
 
+def _unreachable(url: str, error: ScrapeError, interval: float, frame: Any) -> Group:
+    """The live view while the endpoint fails: the reason, then the last good frame."""
+    status = Text.assemble(
+        (f"{url} unreachable, retrying every {interval:g}s: ", "bold red"), str(error)
+    )
+    return Group(status, frame) if frame is not None else Group(status)
+
+
 def run_top(url: str, interval: float = 1.0, once: bool = False) -> int:
-    """Refresh every ``interval`` seconds until interrupted (``once``: one frame, exit)."""
+    """Refresh every ``interval`` seconds until interrupted (``once``: one frame, exit).
+
+    The live view rides out every fetch failure; ``once`` prints one line on stderr and
+    returns 1 when the endpoint cannot be read.
+    """
     console = Console()
-    previous = scrape(url)
-    last = time.monotonic()
     if once:
-        time.sleep(min(interval, 0.5))
-        data = scrape(url)
+        try:
+            previous = scrape(url)
+            last = time.monotonic()
+            time.sleep(min(interval, 0.5))
+            data = scrape(url)
+        except ScrapeError as exc:
+            print(f"sluiceway top: {url} unreachable: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
         console.print(render(data, previous, time.monotonic() - last))
         return 0
-    with Live(render(previous, None, 0.0), console=console, refresh_per_second=4) as live:
+    frame: Any = None
+    previous_data: Scrape | None = None
+    last = time.monotonic()
+    with Live(Text(f"reading {url}"), console=console, refresh_per_second=4) as live:
         try:
             while True:
+                try:
+                    data = scrape(url)
+                except ScrapeError as exc:
+                    live.update(_unreachable(url, exc, interval, frame))
+                    previous_data = None  # the endpoint may restart from zero
+                else:
+                    now = time.monotonic()
+                    frame = render(data, previous_data, now - last)
+                    live.update(frame)
+                    previous_data, last = data, now
                 time.sleep(interval)
-                data = scrape(url)
-                now = time.monotonic()
-                live.update(render(data, previous, now - last))
-                previous, last = data, now
         except KeyboardInterrupt:
             return 0
 
 
 def top_command(args: Any) -> int:
     """``sluiceway top`` with parsed arguments."""
-    return run_top(args.url, args.interval, args.once)
+    try:
+        url = check_url(args.url)
+    except ConfigError as exc:
+        print(f"sluiceway top: {str(exc).removeprefix('url: ')}", file=sys.stderr)
+        return 2
+    if not args.interval > 0:
+        print(f"sluiceway top: --interval must be above 0 (got {args.interval:g})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return run_top(url, args.interval, args.once)

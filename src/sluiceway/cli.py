@@ -306,6 +306,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
     worker.add_argument("--max-deliver", type=int, default=5)
     worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to keep trying to reach the server at start-up before exiting with an "
+        "error (default 10); once connected it reconnects for ever",
+    )
 
     top = sub.add_parser(
         "top",

@@ -18,6 +18,17 @@ JetStream message per event tops out at tens of thousands a second per process.
 Delivery across the broker is **at-least-once**: an envelope whose worker dies before its
 ack is redelivered, so its events may be handled twice. Every event carries a stable
 ``id`` (the publisher adds ``"<envelope>-<n>"`` if it has none): make handlers idempotent on it.
+
+Errors, all in the ``sw.SluicewayError`` tree::
+
+    PublishError                          events the publisher could not store (.events)
+     ├── EventNotEncodable (TypeError)    publish(): an event orjson cannot encode
+     └── EventTooLarge (ValueError)       publish(): one event exceeds the max payload
+    ConnectError (ConnectionError)        Worker: no server at start-up, or an unknown host
+    ConfigError (ValueError)              Worker: a URL that is not a NATS URL
+
+This module holds the worker and ``sluiceway worker``; the publisher lives in
+``_nats_publisher`` and the wire formats (envelopes, dead-letter records) in ``_nats_wire``.
 """
 
 from __future__ import annotations
@@ -25,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import signal
+import sys
 import time
-import uuid
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,140 +49,144 @@ try:
     import orjson
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
-    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
-    from nats.js.errors import NotFoundError
+    from nats.js.api import AckPolicy, ConsumerConfig
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"sluiceway.nats needs {exc.name!r}: pip install 'sluiceway[nats]'") from exc
 
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
+from ._errors import ConfigError, InvalidItem, SluicewayError
 from ._factory import load_factory
+from ._nats_publisher import EventNotEncodable, EventTooLarge, Publisher, PublishError
+from ._nats_wire import (
+    dead_messages,
+    ensure_streams,
+    envelope_messages,
+    parse_envelope,
+    subjects,
+)
 from ._records import DeadLetter
 
-__all__ = ["Publisher", "Worker", "ensure_streams"]
+__all__ = [
+    "METRICS",
+    "ConnectError",
+    "EventNotEncodable",
+    "EventTooLarge",
+    "PublishError",
+    "Publisher",
+    "Worker",
+    "check_servers",
+    "ensure_streams",
+]
 
 
-def _subjects(subject: str) -> tuple[str, str, str]:
-    return subject, f"{subject}.priority", f"{subject}.dead"
+# name: (type, labels, help), as sluiceway.prometheus.METRICS; docs/metrics.md lists both.
+METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "sluiceway_nats_envelopes_fetched": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes fetched from the stream.",
+    ),
+    "sluiceway_nats_envelopes_acked": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes acked (every event processed or dead-lettered; malformed ones too).",
+    ),
+    "sluiceway_nats_envelopes_naked": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes nak'd for another worker (refused at shutdown).",
+    ),
+    "sluiceway_nats_envelopes_redelivered": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes fetched again after an earlier delivery.",
+    ),
+    "sluiceway_nats_envelopes_dead": (
+        "counter",
+        ("pipeline", "durable"),
+        "Envelopes past max_deliver moved to the dead-letter stream by this worker.",
+    ),
+    "sluiceway_nats_envelopes_malformed": (
+        "counter",
+        ("pipeline", "durable"),
+        "Malformed envelopes dead-lettered and acked.",
+    ),
+    "sluiceway_nats_consumer_lag": (
+        "gauge",
+        ("pipeline", "durable"),
+        "Envelopes pending plus unacked on the durable consumer.",
+    ),
+    "sluiceway_nats_connected": (
+        "gauge",
+        ("pipeline", "durable"),
+        "1 while connected to a NATS server, else 0.",
+    ),
+}
 
 
-async def ensure_streams(js: Any, stream: str, subject: str) -> None:
-    """Create the work-queue stream and its dead-letter stream if they do not exist."""
-    regular, priority, dead = _subjects(subject)
-    for name, subjects, retention in (
-        (stream, [regular, priority], RetentionPolicy.WORK_QUEUE),
-        (f"{stream}_DEAD", [dead], RetentionPolicy.LIMITS),
-    ):
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(StreamConfig(name=name, subjects=subjects, retention=retention))
+class ConnectError(SluicewayError, ConnectionError):
+    """The worker could not reach a NATS server at start-up (or its host does not resolve)."""
 
 
-class Publisher:
-    """Batches events into envelopes and publishes them to a stream."""
+class _Stopped(Exception):
+    """``stop()`` was called before a connection was made."""
 
-    def __init__(
-        self,
-        nc_or_url: NATS | str,
-        *,
-        stream: str = "SLUICEWAY",
-        subject: str = "sluiceway.events",
-        batch_size: int = 1000,
-        max_delay: float = 0.005,
-        create_stream: bool = False,
-        max_pending_acks: int = 64,
-    ) -> None:
-        self._nc_or_url = nc_or_url
-        self.stream = stream
-        self.subject, self.priority_subject, _ = _subjects(subject)
-        self.batch_size = batch_size
-        self.max_delay = max_delay
-        self.create_stream = create_stream
-        self.max_pending_acks = max_pending_acks
-        self._buffer: list[Any] = []
-        self._acks: list[asyncio.Future[Any]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
-        self._own = isinstance(nc_or_url, str)
-        self.nc: NATS | None = None
-        self.js: Any = None
-        self.envelopes = 0
-        self.events = 0
 
-    async def start(self) -> Publisher:
-        """Connect (if given a URL) and create the streams if asked."""
-        if isinstance(self._nc_or_url, str):
-            self.nc = await nats.connect(self._nc_or_url)
-        else:
-            self.nc = self._nc_or_url
-        self.js = self.nc.jetstream()
-        if self.create_stream:
-            await ensure_streams(self.js, self.stream, self.subject)
-        return self
+log = logging.getLogger("sluiceway.nats")
 
-    async def __aenter__(self) -> Publisher:
-        return await self.start()
+_SCHEMES = ("nats", "tls", "ws", "wss")
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
-    async def publish(self, event: Any, priority: bool = False) -> None:
-        """Queue ``event`` (a JSON-able dict); priority events are sent at once, alone."""
-        if priority:
-            await self._send(self.priority_subject, [event])
-            return
-        self._buffer.append(event)
-        if len(self._buffer) >= self.batch_size:
-            await self.flush()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(
-                self.max_delay, lambda: asyncio.ensure_future(self.flush())
+def check_servers(url: str) -> list[str]:
+    """The server URLs in ``url`` (comma-separated); ``sw.ConfigError`` if one is not NATS's.
+
+    A URL without a scheme gets ``nats://``, as nats-py does.
+    """
+    servers = []
+    for part in (p.strip() for p in url.split(",")):
+        server = part if "://" in part else f"nats://{part}"
+        parts = urllib.parse.urlsplit(server)
+        shown = _redact(server)
+        if parts.scheme not in _SCHEMES:
+            raise ConfigError(
+                "url",
+                f"{shown}: the scheme must be nats://, tls://, ws:// or wss:// "
+                f"(not {parts.scheme}://)",
             )
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number in range
+        except ValueError as exc:
+            raise ConfigError("url", f"{shown}: the port is not a number in 0-65535") from exc
+        if not parts.hostname:
+            raise ConfigError("url", f"{shown}: no host")
+        servers.append(server)
+    return servers
 
-    def _flush_soon(self) -> None:
-        self._timer = None
-        self._tasks.add(task := asyncio.ensure_future(self.flush()))
-        task.add_done_callback(self._tasks.discard)
 
-    async def publish_many(self, events: list[Any], priority: bool = False) -> None:
-        """Queue many events."""
-        for event in events:
-            await self.publish(event, priority)
+def _redact(url: str) -> str:
+    """``url`` with any user, password or token replaced by ``***``."""
+    out = []
+    for part in url.split(","):
+        parts = urllib.parse.urlsplit(part.strip())
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
+        out.append(urllib.parse.urlunsplit(parts))
+    return ",".join(out)
 
-    async def flush(self) -> None:
-        """Send the buffered events as one envelope now."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            await self._send(self.subject, batch)
 
-    async def _send(self, subject: str, events: list[Any]) -> None:
-        envelope_id = uuid.uuid4().hex
-        for n, event in enumerate(events):
-            if isinstance(event, dict) and "id" not in event:
-                event["id"] = f"{envelope_id}-{n}"
-        payload = orjson.dumps({"id": envelope_id, "events": events})
-        self._acks.append(await self.js.publish_async(subject, payload))
-        self.envelopes += 1
-        self.events += len(events)
-        if len(self._acks) >= self.max_pending_acks:
-            await self._await_acks()
-
-    async def _await_acks(self) -> None:
-        acks, self._acks = self._acks, []
-        await asyncio.gather(*acks)  # raises if the server refused any
-
-    async def close(self) -> None:
-        """Flush, wait for every ack, and disconnect if this publisher connected."""
-        await self.flush()
-        await self._await_acks()
-        if self._own and self.nc is not None:
-            await self.nc.drain()
+def _describe(exc: BaseException | None) -> str:
+    text = str(exc) if exc is not None else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Envelope:
@@ -201,11 +218,15 @@ class Worker:
         max_ack_pending: int = 64,
         nak_delay: float = 1.0,
         create_stream: bool = True,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        name: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.name = durable if name is None else name  # the ``pipeline`` label of metrics
         self.url = url
         self.stream = stream
-        self.subject, self.priority_subject, self.dead_subject = _subjects(subject)
+        self.subject, self.priority_subject, self.dead_subject = subjects(subject)
         self.durable = durable
         self.fetch_batch = fetch_batch
         self.ack_wait = ack_wait
@@ -220,70 +241,241 @@ class Worker:
         self.nc: NATS | None = None
         self.js: Any = None
         self.fetched = self.acked = self.naked = self.redelivered = self.moved_dead = 0
+        self.malformed = 0
         self.lag = 0
         pipeline.add_dead_letter_listener(self._forward_dead)
         self._dead_out: list[bytes] = []
         self._dead_lock = asyncio.Lock()
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self._state = "new"  # new, connecting, connected, disconnected, closing, closed
+        self._ready = asyncio.Event()  # set once consuming
+        self._task: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None
+        self._trouble_logged: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Worker(url={self._where()!r}, stream={self.stream!r}, durable={self.durable!r}, "
+            f"name={self.name!r}, state={self._state!r}, acked={self.acked})"
+        )
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connecting``, ``connected``, ``disconnected``, ``closing`` or ``closed``."""
+        return self._state
 
     # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Worker:
+        """Run in a background task; return once consuming (raise if it could not start)."""
+        self._task = asyncio.create_task(self.run())
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # raises what stopped it
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop, drain the pipeline, ack, disconnect."""
+        self.stop()
+        if self._task is not None:
+            await self._task
+
     def stop(self) -> None:
-        """Stop fetching; ``run`` then drains the pipeline, acks, and returns."""
+        """Stop connecting or fetching; ``run`` then drains the pipeline, acks, and returns."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+        else:
+            self._stop.set()
 
     async def run(self) -> None:
-        """Consume until ``stop()`` (or SIGTERM/SIGINT when run by ``sluiceway worker``)."""
+        """Consume until ``stop()`` (or SIGTERM/SIGINT when run by ``sluiceway worker``).
+
+        Raises ``sw.ConfigError`` at once for a URL that is not a NATS URL and
+        :class:`ConnectError` for a host that does not resolve or no server answering within
+        ``connect_timeout``. Once connected, it rides out disconnections (reconnecting for
+        ever, logging each change of state once); ``stop()`` ends it in any state.
+        """
         self._loop = asyncio.get_running_loop()
-        self.nc = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        self.js = self.nc.jetstream()
-        if self.create_stream:
-            await ensure_streams(self.js, self.stream, self.subject)
-        subs = []
-        for subject, name in ((self.priority_subject, f"{self.durable}-priority"),
-                              (self.subject, self.durable)):  # fmt: skip
-            config = ConsumerConfig(
-                durable_name=name,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=self.max_deliver,
-                max_ack_pending=self.max_ack_pending,
-                filter_subject=subject,
-            )
-            subs.append(
-                await self.js.pull_subscribe(
-                    subject, durable=name, stream=self.stream, config=config
+        try:
+            self.nc = await self._connect()
+        except _Stopped:
+            self._state = "closed"
+            log.info("stopped before a connection was made")
+            return
+        except BaseException:
+            self._state = "closed"
+            raise
+        try:
+            self.js = self.nc.jetstream()
+            if self.create_stream:
+                await ensure_streams(self.js, self.stream, self.subject)
+            subs = []
+            for subject, name in ((self.priority_subject, f"{self.durable}-priority"),
+                                  (self.subject, self.durable)):  # fmt: skip
+                config = ConsumerConfig(
+                    durable_name=name,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait,
+                    max_deliver=self.max_deliver,
+                    max_ack_pending=self.max_ack_pending,
+                    filter_subject=subject,
                 )
+                subs.append(
+                    await self.js.pull_subscribe(
+                        subject, durable=name, stream=self.stream, config=config
+                    )
+                )
+            # One queue group for all workers of the stream: the server hands each advisory
+            # to one of them, so one worker moves the envelope (a Nats-Msg-Id dedupes a repeat).
+            advisory = await self.nc.subscribe(
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*",
+                queue=f"sluiceway-{self.stream}-max-deliver",
+                cb=self._max_delivered,
             )
+        except BaseException:
+            self._state = "closing"
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            self._state = "closed"
+            raise
         prio, regular = subs
-        advisory = await self.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*", cb=self._max_delivered
+        log.info(
+            "consuming stream %s (durable %s) from %s", self.stream, self.durable, self._where()
         )
         self.pipeline.start()
+        self._ready.set()
         keeper = asyncio.create_task(self._keep_alive())
         try:
             while not self._stop.is_set():
-                if self._pipeline_full():
-                    await asyncio.sleep(0.002)  # backpressure: fetch nothing until room
-                    continue
-                msgs = await self._fetch(prio, 0.001) or await self._fetch(regular, 0.25)
-                for msg in msgs:
-                    await self._take(msg)
-                await self._flush_dead()
+                try:
+                    if self._pipeline_full():
+                        await asyncio.sleep(0.002)  # backpressure: fetch nothing until room
+                        continue
+                    msgs = await self._fetch(prio, 0.001) or await self._fetch(regular, 0.25)
+                    for msg in msgs:
+                        try:
+                            await self._take(msg)
+                        except Exception as exc:  # noqa: BLE001 - not acked: redelivered later
+                            self._trouble(exc)
+                    await self._flush_dead()
+                except Exception as exc:  # noqa: BLE001 - the connection is down: wait, retry
+                    self._trouble(exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 0.5)
         finally:
+            log.info("stopping: draining the pipeline")
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self.pipeline.ashutdown()
             await asyncio.sleep(0)  # let the last acks scheduled by completions run
-            await self._flush_dead()
-            await advisory.unsubscribe()
-            for sub in subs:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.close_timeout)
+            try:
+                await asyncio.wait_for(self._flush_dead(), self.close_timeout)
+            except Exception as exc:  # noqa: BLE001 - their envelopes are redelivered
+                log.warning(
+                    "%d dead-letter message(s) could not be stored (%s); their envelopes "
+                    "were not acked and will be redelivered",
+                    len(self._dead_out),
+                    _describe(exc),
+                )
+            for sub in (advisory, *subs):
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await asyncio.wait_for(sub.unsubscribe(), 2)
             # Pending pull requests make drain() wait for its timeout: flush the acks, close.
             with contextlib.suppress(Exception):
-                await self.nc.flush(timeout=5)
-            await self.nc.close()
+                await self.nc.flush(timeout=5 if self._state == "connected" else 1)
+            self._state = "closing"
+            with contextlib.suppress(Exception):  # a lost connection has nothing to flush
+                await self.nc.close()
+            self._state = "closed"
+            log.info(
+                "stopped: %d envelope(s) acked, %d nak'd, %d malformed",
+                self.acked,
+                self.naked,
+                self.malformed,
+            )
+
+    async def _connect(self) -> NATS:
+        """Connect, retrying for up to ``connect_timeout`` s; a bad URL fails at once."""
+        servers = check_servers(self.url)
+        loop = asyncio.get_running_loop()
+        for server in servers:
+            parts = urllib.parse.urlsplit(server)
+            try:
+                await loop.getaddrinfo(parts.hostname, parts.port or 4222)
+            except OSError as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ConnectError(f"cannot resolve host {parts.hostname!r} ({reason})") from exc
+        nc = NATS()
+        self._state = "connecting"
+        log.info("connecting to %s", self._where())
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=max(1, min(2, round(self.connect_timeout))),
+            )
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait(
+            {connecting, stopping},
+            timeout=self.connect_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopping.cancel()
+        if connecting in done:
+            connecting.result()
+            self._state = "connected"
+            return nc
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        self._state = "closing"
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if stopping in done:
+            raise _Stopped
+        last = f": {_describe(self._last_error)}" if self._last_error else ""
+        raise ConnectError(
+            f"cannot connect to {self._where()} within {self.connect_timeout:g}s{last}"
+        )
+
+    def _where(self) -> str:
+        return _redact(self.url)
+
+    # -- connection state: one log line per change, never one per attempt -----------------
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        if self._state == "connected" and not isinstance(exc, _CONNECTION_ERRORS):
+            log.warning("NATS error: %s", _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._state == "connected":
+            self._state = "disconnected"
+            last = f" ({_describe(self._last_error)})" if self._last_error else ""
+            log.warning("disconnected from %s%s; reconnecting", self._where(), last)
+
+    async def _on_reconnected(self) -> None:
+        if self._state == "disconnected":
+            log.warning("reconnected to %s", self._where())
+        self._state = "connected"
+        self._trouble_logged = None
+
+    def _trouble(self, exc: BaseException) -> None:
+        """A step of the loop failed: log it once (not at all while disconnected)."""
+        text = _describe(exc)
+        if self._state == "connected" and text != self._trouble_logged:
+            log.warning("NATS operation failed (%s); retrying", text)
+            self._trouble_logged = text
 
     def _pipeline_full(self) -> bool:
         s = self.pipeline.stats()
@@ -301,14 +493,15 @@ class Worker:
     async def _take(self, msg: Msg) -> None:
         if msg.metadata.num_delivered > 1:
             self.redelivered += 1
-        try:
-            body = orjson.loads(msg.data)
-            events = body["events"]
-            key = str(body.get("id")) + f":{msg.metadata.sequence.stream}"
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await self._publish_dead(msg.data, "malformed-envelope")
-            await msg.term()
+        parsed = parse_envelope(msg.data)
+        if isinstance(parsed, str):  # malformed: dead-letter it alone, ack it, go on
+            await self._publish_dead(msg.data, "malformed-envelope", parsed)
+            await msg.ack()
+            self.acked += 1
+            self.malformed += 1
             return
+        envelope_id, events = parsed
+        key = f"{envelope_id}:{msg.metadata.sequence.stream}"
         priority = msg.subject == self.priority_subject
         env = _Envelope(msg, len(events))
         self._inflight[key] = env
@@ -317,7 +510,16 @@ class Worker:
             return
         left = events
         while left:
-            completion = self.pipeline.submit_tracked(left, priority)
+            try:
+                completion = self.pipeline.submit_tracked(left, priority)
+            except InvalidItem as exc:  # nothing of the call admitted: drop that event, retry
+                self._dead_out.extend(
+                    dead_messages("invalid-item", [(exc.item, str(exc))], self._dead_limit())
+                )
+                env.dead += 1
+                env.remaining -= 1
+                left = left[: exc.index] + left[exc.index + 1 :]
+                continue
             k = completion.accepted
             if k:
                 env.completions += 1
@@ -329,6 +531,8 @@ class Worker:
                     env.total = -1
                     break
                 await asyncio.sleep(0.001)  # the pipeline is full: wait, fetch nothing more
+        if env.remaining <= 0:  # the last events were invalid: no completion will finish it
+            await self._finish(key)
 
     def _settled(self, key: str, c: Completion) -> None:
         """A completion fired (on an engine thread): count it on the loop."""
@@ -350,15 +554,19 @@ class Worker:
         env = self._inflight.pop(key, None)
         if env is None:
             return
-        if env.total < 0:  # partly refused at shutdown: someone else must take it
-            await env.msg.nak(delay=self.nak_delay)
-            self.naked += 1
+        try:
+            if env.total < 0:  # partly refused at shutdown: someone else must take it
+                await env.msg.nak(delay=self.nak_delay)
+                self.naked += 1
+                return
+            if env.dead:
+                # Its dead letters reach the dead-letter stream before the envelope is acked:
+                # a crash in between redelivers the envelope rather than losing the records.
+                await self._flush_dead()
+            await env.msg.ack()
+        except Exception as exc:  # noqa: BLE001 - not acked: redelivered after AckWait
+            self._trouble(exc)
             return
-        if env.dead:
-            # Its dead letters reach the dead-letter stream before the envelope is acked: a
-            # crash in between redelivers the envelope rather than losing the records.
-            await self._flush_dead()
-        await env.msg.ack()
         self.acked += 1
 
     async def _keep_alive(self) -> None:
@@ -377,15 +585,17 @@ class Worker:
     # -- dead letters ---------------------------------------------------------------------
     def _forward_dead(self, records: list[DeadLetter]) -> None:
         """Pipeline listener (engine thread): queue dead events for the dead-letter stream."""
-        payload = orjson.dumps(
-            {
-                "reason": records[0].reason if records else None,
-                "events": [r.item for r in records],
-                "errors": [r.error_message for r in records],
-            },
-            default=repr,
-        )
-        self._dead_out.append(payload)
+        limit = self._dead_limit()
+        by_reason: dict[str, list[DeadLetter]] = {}
+        for r in records:
+            by_reason.setdefault(r.reason, []).append(r)
+        for reason, group in by_reason.items():
+            items = [(r.item, r.error_message) for r in group]
+            self._dead_out.extend(dead_messages(reason, items, limit))
+
+    def _dead_limit(self) -> int:
+        """The largest dead-letter message the server takes."""
+        return self.nc.max_payload if self.nc is not None else 1 << 20
 
     async def _flush_dead(self) -> None:
         async with self._dead_lock:  # one publisher at a time, so none is sent twice
@@ -393,9 +603,20 @@ class Worker:
                 await self.js.publish(self.dead_subject, self._dead_out[0])
                 self._dead_out.pop(0)  # only once the server has stored it
 
-    async def _publish_dead(self, data: bytes, reason: str) -> None:
-        payload = orjson.dumps({"reason": reason, "envelope": data.decode("utf-8", "replace")})
-        await self.js.publish(self.dead_subject, payload)
+    async def _publish_dead(
+        self, data: bytes, reason: str, error: str | None = None, msg_id: str | None = None
+    ) -> None:
+        """Store a whole envelope's body in the dead-letter stream (see envelope_messages).
+
+        With ``msg_id``, each message carries ``Nats-Msg-Id: <msg_id>:<n>``, so the stream's
+        duplicate window keeps one copy if the same envelope is moved twice.
+        """
+        limit = self._dead_limit()
+        if msg_id is not None:
+            limit -= 256  # room for the header
+        for n, payload in enumerate(envelope_messages(data, reason, error, limit)):
+            headers = None if msg_id is None else {"Nats-Msg-Id": f"{msg_id}:{n}"}
+            await self.js.publish(self.dead_subject, payload, headers=headers)
 
     async def _max_delivered(self, msg: Msg) -> None:
         """An envelope hit max_deliver: move it to the dead-letter stream, off the queue."""
@@ -405,28 +626,30 @@ class Worker:
             stored = await self.js.get_msg(self.stream, seq)
         except Exception:  # noqa: BLE001 - another worker may have moved it already
             return
-        await self._publish_dead(stored.data or b"", "max-deliver")
+        await self._publish_dead(
+            stored.data or b"", "max-deliver", msg_id=f"max-deliver:{self.stream}:{seq}"
+        )
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.stream, seq)
             self.moved_dead += 1
 
     def metrics(self) -> Iterator[Any]:
-        """Metric families for ``sluiceway.prometheus.add_source``."""
-        for name, value, doc in (
-            ("sluiceway_nats_envelopes_fetched", self.fetched, "Envelopes fetched."),
-            ("sluiceway_nats_envelopes_acked", self.acked, "Envelopes acked."),
-            ("sluiceway_nats_envelopes_naked", self.naked, "Envelopes nak'd."),
-            ("sluiceway_nats_envelopes_redelivered", self.redelivered, "Redeliveries seen."),
-            ("sluiceway_nats_envelopes_dead", self.moved_dead, "Envelopes moved to dead."),
-        ):
-            c = CounterMetricFamily(name, doc, labels=["durable"])
-            c.add_metric([self.durable], value)
-            yield c
-        g = GaugeMetricFamily(
-            "sluiceway_nats_consumer_lag", "Pending plus unacked.", labels=["durable"]
-        )
-        g.add_metric([self.durable], self.lag)
-        yield g
+        """Metric families (:data:`METRICS`) for ``sluiceway.prometheus.add_source``."""
+        values = {
+            "sluiceway_nats_envelopes_fetched": self.fetched,
+            "sluiceway_nats_envelopes_acked": self.acked,
+            "sluiceway_nats_envelopes_naked": self.naked,
+            "sluiceway_nats_envelopes_redelivered": self.redelivered,
+            "sluiceway_nats_envelopes_dead": self.moved_dead,
+            "sluiceway_nats_envelopes_malformed": self.malformed,
+            "sluiceway_nats_consumer_lag": self.lag,
+            "sluiceway_nats_connected": 1 if self._state == "connected" else 0,
+        }
+        for name, (kind, labels, doc) in METRICS.items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            f = family(name, doc, labels=list(labels))
+            f.add_metric([self.name, self.durable], values[name])
+            yield f
 
 
 def run_worker(
@@ -439,8 +662,19 @@ def run_worker(
     ack_wait: float = 30.0,
     max_deliver: int = 5,
     metrics_port: int | None = None,
+    connect_timeout: float = 10.0,
 ) -> int:
-    """``sluiceway worker``: run until SIGTERM/SIGINT, then drain, ack and exit."""
+    """``sluiceway worker``: run until SIGTERM/SIGINT, then drain, ack and exit.
+
+    Returns 0 after a stop, 1 when no server could be reached at start-up, 2 for a bad URL;
+    those failures print one line on stderr.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s sluiceway worker: %(message)s")
+    try:
+        check_servers(url)
+    except ConfigError as exc:
+        return _fail(f"--nats {str(exc).removeprefix('url: ')}", 2)
     pipeline = load_factory(factory)()
     worker = Worker(
         pipeline,
@@ -450,6 +684,7 @@ def run_worker(
         durable=durable,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
+        connect_timeout=connect_timeout,
     )
 
     server = None
@@ -468,11 +703,20 @@ def run_worker(
 
     try:
         asyncio.run(main())
+    except ConnectError as exc:
+        return _fail(str(exc), 1)
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        return _fail(f"NATS refused the set-up: {_describe(exc)}", 1)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"sluiceway worker: {message}", file=sys.stderr)
+    return code
 
 
 def worker_command(args: Any) -> int:
@@ -486,4 +730,5 @@ def worker_command(args: Any) -> int:
         ack_wait=args.ack_wait,
         max_deliver=args.max_deliver,
         metrics_port=args.metrics_port,
+        connect_timeout=args.connect_timeout,
     )
