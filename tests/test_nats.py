@@ -964,3 +964,28 @@ def test_max_deliver_copy_is_deduplicated_by_msg_id(server: NatsServer) -> None:
         return info.state.messages
 
     assert asyncio.run(main()) == 1
+
+
+def test_worker_with_a_bad_factory_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A factory that returns something other than a Pipeline: one line, exit 2 (no server)."""
+    (tmp_path / "badapp.py").write_text("def make():\n    return 42\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluiceway",
+            "worker",
+            "badapp:make",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "not a sluiceway.Pipeline" in lines[0]

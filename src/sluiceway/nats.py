@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._core._completion import Completion
 from ._core._pipeline import Pipeline
 from ._errors import ConfigError, InvalidItem, SluicewayError
-from ._factory import load_factory
+from ._factory import FactoryError, build_pipeline, load_factory
 from ._nats_publisher import EventNotEncodable, EventTooLarge, Publisher, PublishError
 from ._nats_wire import (
     dead_messages,
@@ -675,7 +675,10 @@ def run_worker(
         check_servers(url)
     except ConfigError as exc:
         return _fail(f"--nats {str(exc).removeprefix('url: ')}", 2)
-    pipeline = load_factory(factory)()
+    try:
+        pipeline = build_pipeline(factory, load_factory(factory))
+    except FactoryError as exc:
+        return _fail(str(exc), 2)
     worker = Worker(
         pipeline,
         url,
