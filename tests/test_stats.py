@@ -51,3 +51,15 @@ def test_no_latency_before_any_priority_item(recorder: Recorder) -> None:
     p = sw.Pipeline(recorder)
     assert p.stats().priority_latency_p99 is None
     p.shutdown()
+
+
+def test_pipeline_repr_says_its_shape_and_state() -> None:
+    """``repr(p)`` names the state, shape and items in flight (no handler internals)."""
+    p = sw.Pipeline(lambda b: None, shards=2, capacity=64, batch_size=8)
+    assert repr(p).startswith("<Pipeline new shards=2 capacity=64 batch_size=8 keyed=False")
+    p.submit(1)
+    assert "in_flight=1" in repr(p)
+    p.start()
+    assert "running" in repr(p)
+    p.shutdown()
+    assert repr(p).startswith("<Pipeline closed")
