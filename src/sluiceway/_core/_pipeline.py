@@ -171,7 +171,7 @@ class Pipeline:
             interval=interval,
         )
         self._sink = Sink(sink, owner=st)
-        self._outcomes = Outcomes(st, self._sink, sched.wake_waiters)
+        self._outcomes = Outcomes(st, self._sink, sched)
         self._settle = Settle(self._outcomes, retry, self._host)
         self._lane = PriorityLane(st, self._settle)
         self._workers = Workers(st, sched, self._settle, self._lane, self._balancer)

@@ -79,10 +79,9 @@ class Slot:
 class Seal:
     """A slot's last token: append, then tell the scheduler a batch is full."""
 
-    __slots__ = ("__self__", "append", "full")
+    __slots__ = ("append", "full")
 
     def __init__(self, items: list[Any], full: Callable[[], None]) -> None:
-        self.__self__ = items  # like a bound append
         self.append = items.append
         self.full = full
 
