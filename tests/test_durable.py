@@ -202,9 +202,8 @@ def test_resent_request_within_the_duplicate_window_is_processed_once(
     """
     out = tmp_path / "processed"
     port = _free_port()
-    procs.append(
-        _serve(server.url, port, tmp_path, "--idempotency-keys", "0", "--envelope-events", "10")
-    )
+    extra = ("--workers", "2", "--idempotency-keys", "0", "--envelope-events", "10")
+    procs.append(_serve(server.url, port, tmp_path, *extra))  # each worker its own connection
     url = f"http://127.0.0.1:{port}/v1/events"
     key = {"idempotency-key": "send-1", **NDJSON}
     for _ in range(3):  # the client resends after timeouts
