@@ -277,3 +277,15 @@ def test_a_factory_with_nats_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--nats takes no pipeline factory" in done.stderr
+
+
+def test_serve_nats_without_a_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """No server at start-up: one line naming the stream and URL, no traceback, status 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "serve", "--nats", f"nats://127.0.0.1:{_free_port()}"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot set up stream SLUICEWAY" in lines[0]

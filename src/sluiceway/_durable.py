@@ -244,10 +244,24 @@ class DurableIngest:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
         )
         self.js = self.nc.jetstream()
         if self.limits is not None:
             await ensure_ingest_stream(self.js, self.stream, self.subject, self.limits)
+
+    # One log line per change of state, never a traceback per reconnection attempt.
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS error: %s", _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if not self.draining:
+            log.warning("disconnected from NATS; reconnecting (requests get 429 meanwhile)")
+
+    async def _on_reconnected(self) -> None:
+        log.warning("reconnected to NATS")
 
     async def close(self) -> None:
         """Flush and close the connection."""
@@ -396,7 +410,12 @@ def durable_ingest_app(
 
 async def setup_stream(url: str, stream: str, subject: str, limits: StreamLimits) -> None:
     """Connect once, create or update the stream, disconnect (``serve --nats`` at start-up)."""
-    nc = await asyncio.wait_for(nats.connect(url, connect_timeout=2, max_reconnect_attempts=1), 15)
+
+    async def quiet(exc: Exception) -> None:
+        log.debug("NATS error: %s", _describe(exc))
+
+    connecting = nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, error_cb=quiet)
+    nc = await asyncio.wait_for(connecting, 15)
     try:
         await ensure_ingest_stream(nc.jetstream(), stream, subject, limits)
     finally:
