@@ -70,10 +70,11 @@ _HEADER_ROOM = 512  # the Nats-Msg-Id header and the protocol line, within max_p
 
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
-    """The stream's bounds: the ingest tier's capacity (``None``: unlimited).
+    """The stream's bounds: the ingest tier's capacity.
 
-    ``max_msgs`` counts envelopes (up to ``envelope_events`` events each), ``max_bytes``
-    their bytes; ``duplicate_window`` is how long JetStream remembers a ``Nats-Msg-Id``.
+    ``None``: unlimited on a new stream, left as it is on an existing one. ``max_msgs``
+    counts envelopes (up to ``envelope_events`` events each), ``max_bytes`` their bytes;
+    ``duplicate_window`` is how long JetStream remembers a ``Nats-Msg-Id``.
     """
 
     max_msgs: int | None = None
@@ -85,15 +86,16 @@ async def ensure_ingest_stream(js: Any, stream: str, subject: str, limits: Strea
     """Create the work-queue stream with ``limits`` and discard policy new, or update it.
 
     The dead-letter stream beside it is created as :func:`sluiceway.nats.ensure_streams`
-    does. An existing stream keeps its subjects and retention; its limits are set.
+    does. An existing stream keeps its subjects and retention (and a limit given as None);
+    the others are set.
     """
     regular, priority, _ = subjects(subject)
-    bounds: dict[str, Any] = {
-        "max_msgs": -1 if limits.max_msgs is None else limits.max_msgs,
-        "max_bytes": -1 if limits.max_bytes is None else limits.max_bytes,
-        "discard": DiscardPolicy.NEW,
-        "duplicate_window": limits.duplicate_window,
-    }
+    window = limits.duplicate_window
+    bounds: dict[str, Any] = {"discard": DiscardPolicy.NEW, "duplicate_window": window}
+    if limits.max_msgs is not None:
+        bounds["max_msgs"] = limits.max_msgs
+    if limits.max_bytes is not None:
+        bounds["max_bytes"] = limits.max_bytes
     try:
         info = await js.stream_info(stream)
     except NotFoundError:

@@ -203,14 +203,16 @@ def _durable_arguments(serve: argparse.ArgumentParser) -> None:
         type=_whole(1),
         default=None,
         metavar="N",
-        help="the stream holds at most N envelopes, then refuses (429) (default unlimited)",
+        help="the stream holds at most N envelopes, then refuses (429) (default: unlimited, or "
+        "an existing stream's own limit)",
     )
     durable.add_argument(
         "--max-bytes",
         type=_whole(1),
         default=None,
         metavar="BYTES",
-        help="the stream holds at most BYTES, then refuses (429) (default unlimited)",
+        help="the stream holds at most BYTES, then refuses (429) (default: unlimited, or an "
+        "existing stream's own limit)",
     )
     durable.add_argument(
         "--duplicate-window",
