@@ -24,6 +24,7 @@ import orjson
 import pytest
 from nats.js.api import DiscardPolicy
 
+import sluiceway as sw
 from sluiceway._durable import split_envelopes
 from tests.test_nats import (
     ROOT,
@@ -289,3 +290,49 @@ def test_serve_nats_without_a_server_is_one_line_and_exit_2(tmp_path: Path) -> N
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "cannot set up stream SLUICEWAY" in lines[0]
+
+
+def test_sw_client_sends_everything_through_a_small_stream(
+    server: NatsServer, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """``sw.Client`` works unchanged: it resends refused suffixes until all is stored.
+
+    The stream holds 20 envelopes of 100 events; one send of 5,000 events is refused in
+    part (429) and resent, and every event is handled.
+    """
+    out = tmp_path / "processed"
+    port = _free_port()
+    extra = ("--max-msgs", "20", "--envelope-events", "100")
+    procs.append(_serve(server.url, port, tmp_path, *extra))
+    procs.append(_start_worker(server.url, out))
+    n = 5000
+    with sw.Client(f"http://127.0.0.1:{port}") as client:
+        result = client.send([{"n": i} for i in range(n)])
+    assert result.accepted == n
+    assert result.throttled > 0  # the stream's limit pushed back, and the client resent
+    seen = _wait_for(out, set(range(n)), timeout=30)
+    assert set(seen) == set(range(n))
+
+
+def test_priority_bodies_go_to_the_priority_subject(
+    server: NatsServer, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """``X-Priority: 1`` publishes to ``<subject>.priority``; other bodies to ``<subject>``."""
+    port = _free_port()
+    procs.append(_serve(server.url, port, tmp_path))
+    url = f"http://127.0.0.1:{port}/v1/events"
+    assert httpx.post(url, content=_body([1]), headers=NDJSON).status_code == 202
+    r = httpx.post(url, content=_body([2]), headers={**NDJSON, "x-priority": "1"})
+    assert r.status_code == 202
+
+    async def subjects() -> dict[int, str | None]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        got = {}
+        for seq in (1, 2):
+            msg = await js.get_msg("SLUICEWAY", seq)
+            got[orjson.loads(msg.data or b"")["events"][0]["n"]] = msg.subject
+        await nc.close()
+        return got
+
+    assert asyncio.run(subjects()) == {1: "sluiceway.events", 2: "sluiceway.events.priority"}
