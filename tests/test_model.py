@@ -265,7 +265,8 @@ class Model(RuleBasedStateMachine):
         if priority:
             self.priority |= got
 
-    def _on_done(self, token: int) -> Callable[[sw.Completion], None]:
+    def _on_done(self) -> Callable[[sw.Completion], None]:
+        token = len(self.on_done_expected)
         self.on_done_expected.add(token)
 
         def on_done(c: sw.Completion) -> None:
@@ -301,7 +302,7 @@ class Model(RuleBasedStateMachine):
             k = c.accepted
         elif kind == "on_done":
             try:
-                k = self.p.submit_many(items, priority, on_done=self._on_done(self.next_id))
+                k = self.p.submit_many(items, priority, on_done=self._on_done())
             except CallbackBoom as exc:  # the callback ran at once, in this thread
                 raise AssertionError("an on_done exception escaped submit_many") from exc
         else:
