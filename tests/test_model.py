@@ -31,7 +31,13 @@ from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import sluiceway as sw
 from sluiceway.testing import FakeClock
@@ -197,7 +203,7 @@ class Model(RuleBasedStateMachine):
         self.hung = False  # a shutdown already failed to return: nothing more to check
 
     # -- set-up ----------------------------------------------------------------------------
-    @rule(
+    @initialize(
         keyed=st.booleans(),
         shards=st.integers(1, 4),
         batch=st.integers(1, 8),
@@ -210,7 +216,6 @@ class Model(RuleBasedStateMachine):
         slow=st.none() | st.integers(0, 3),
         adaptive=st.booleans(),
     )
-    @precondition(lambda self: self.p is None)
     def build(
         self,
         keyed: bool,
@@ -332,6 +337,30 @@ class Model(RuleBasedStateMachine):
             t.join(SHUTDOWN_REAL)
             assert not t.is_alive(), "submit blocked"
         accepted = {i for part in got for _, i in part}
+        self.accepted |= accepted
+        self.refused |= {i for _, i in items} - accepted
+
+    @rule(keys=st.lists(st.integers(0, NKEYS - 1), min_size=1, max_size=60))
+    @precondition(lambda self: self.p is not None)
+    def traffic_while_time_passes(self, keys: list[int]) -> None:
+        """A producer thread submits one by one while the clock runs on its own."""
+        p = self.p
+        assert p is not None
+        items = self._items(keys)
+        got: list[Item] = []
+
+        def produce() -> None:
+            for x in items:
+                if p.submit(x):
+                    got.append(x)
+                time.sleep(0.0002)
+
+        t = threading.Thread(target=produce)
+        with ticking(self.clock):
+            t.start()
+            t.join(SHUTDOWN_REAL)
+        assert not t.is_alive(), "submit blocked"
+        accepted = {i for _, i in got}
         self.accepted |= accepted
         self.refused |= {i for _, i in items} - accepted
 
