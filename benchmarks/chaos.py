@@ -354,6 +354,14 @@ def verdict(
         f"unsettled completions {unsettled:,}, on_done missing {callbacks_missing:,}, "
         f"on_done escaped {escaped:,}"
     )
+    for name in hung:  # one line to start the diagnosis from
+        st = pipes[name].stats()
+        breakers = ", ".join(f"{sh.index}:{sh.breaker}" for sh in st.shards)
+        print(
+            f"hung: {name} in flight {st.in_flight:,}, breakers {breakers}, "
+            f"in handler {sum(sh.in_handler for sh in st.shards)}, "
+            f"priority depth {st.priority_depth}"
+        )
     problems = []
     if hung:
         problems.append(f"hang ({', '.join(hung)})")

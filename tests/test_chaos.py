@@ -23,7 +23,7 @@ def test_chaos_two_seconds_loses_nothing_and_drains() -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines, proc.stderr
     assert VERDICT.match(lines[-1]), lines[-1]
-    assert len(lines) <= 6, proc.stdout
+    assert len(lines) <= 7, proc.stdout  # five, and one a hung pipeline
     assert any(line.startswith("items: accepted ") for line in lines), proc.stdout
     assert any(line.startswith("faults: ") for line in lines), proc.stdout
     assert proc.returncode == 0, proc.stdout
