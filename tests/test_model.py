@@ -1,7 +1,8 @@
 """A model-based test of the whole engine: random traffic, random faults, then liveness.
 
 A hypothesis state machine builds a pipeline (keyed or not, random shape, retry policy,
-breaker, balance interval, one slow shard) on a :class:`FakeClock`, and drives random
+breaker, balance interval, one slow shard) on a :class:`FakeClock` (driven by the test) or
+on the system clock (where timing races happen on their own), and drives random
 sequences of submits of every kind (``submit``, ``submit_many``, ``submit_tracked``,
 ``submit_many(on_done=...)``, priority, two producer threads at once), a downstream that
 fails and recovers (ok, down, failing every other call, partial ``BatchError``,
@@ -144,8 +145,14 @@ class Sink:
 
 
 @contextmanager
-def ticking(clock: FakeClock) -> Iterator[None]:
-    """Move the fake clock forward by TICK every TICK_REAL seconds while inside."""
+def ticking(clock: FakeClock | None) -> Iterator[None]:
+    """Move the fake clock forward by TICK every TICK_REAL seconds while inside.
+
+    On the system clock (None) time passes anyway.
+    """
+    if clock is None:
+        yield
+        return
     stop = threading.Event()
 
     def run() -> None:
@@ -187,7 +194,7 @@ class Model(RuleBasedStateMachine):
         super().__init__()
         self.down = Downstream()
         self.sink = Sink()
-        self.clock = FakeClock(real_timeout=5.0)
+        self.clock: FakeClock | None = None  # None: the system clock
         self.p: sw.Pipeline | None = None
         self.keyed = False
         self.next_id = 0
@@ -215,6 +222,7 @@ class Model(RuleBasedStateMachine):
         interval=st.sampled_from([0.001, 0.005, 0.01]),
         slow=st.none() | st.integers(0, 3),
         adaptive=st.booleans(),
+        fake_clock=st.booleans(),
     )
     def build(
         self,
@@ -229,8 +237,10 @@ class Model(RuleBasedStateMachine):
         interval: float,
         slow: int | None,
         adaptive: bool,
+        fake_clock: bool,
     ) -> None:
         """Start a pipeline of a random shape and failure policy."""
+        self.clock = FakeClock(real_timeout=5.0) if fake_clock else None
         retry = None
         if attempts is not None:
             retry = sw.Retry(
@@ -394,7 +404,10 @@ class Model(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.0005, 0.001, 0.002, 0.005, 0.01, 0.03]))
     def advance(self, seconds: float) -> None:
         """Clock time passes: batches come due, backoffs end, breakers cool down."""
-        self.clock.advance(seconds)
+        if self.clock is None:
+            time.sleep(seconds)
+        else:
+            self.clock.advance(seconds)
 
     @rule(ms=st.integers(0, 3))
     def let_threads_run(self, ms: int) -> None:
