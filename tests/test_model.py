@@ -350,10 +350,10 @@ class Model(RuleBasedStateMachine):
         self.accepted |= accepted
         self.refused |= {i for _, i in items} - accepted
 
-    @rule(keys=st.lists(st.integers(0, NKEYS - 1), min_size=1, max_size=60))
+    @rule(keys=st.lists(st.integers(0, NKEYS - 1), min_size=1, max_size=100))
     @precondition(lambda self: self.p is not None)
     def traffic_while_time_passes(self, keys: list[int]) -> None:
-        """A producer thread submits one by one while the clock runs on its own."""
+        """A producer thread submits one by one, for up to 50 ms, while the clock runs."""
         p = self.p
         assert p is not None
         items = self._items(keys)
@@ -363,7 +363,7 @@ class Model(RuleBasedStateMachine):
             for x in items:
                 if p.submit(x):
                     got.append(x)
-                time.sleep(0.0002)
+                time.sleep(0.0005)
 
         t = threading.Thread(target=produce)
         with ticking(self.clock):
