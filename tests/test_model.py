@@ -374,6 +374,44 @@ class Model(RuleBasedStateMachine):
         self.accepted |= accepted
         self.refused |= {i for _, i in items} - accepted
 
+    @rule(keys=st.lists(st.integers(0, NKEYS - 1), min_size=1, max_size=8))
+    @precondition(lambda self: self.p is not None)
+    def storm(self, keys: list[int]) -> None:
+        """Two producers submit as fast as they can for 50 ms of real time, the clock running.
+
+        Items cycle through ``keys`` (the second producer's shifted by NKEYS); most are
+        refused once the pipeline is full, which is the point: capacity comes back and is
+        taken again while batches fail and succeed.
+        """
+        p = self.p
+        assert p is not None
+        lock = threading.Lock()
+        made: list[Item] = []
+        got: list[Item] = []
+        until = time.monotonic() + 0.05
+
+        def produce(me: int) -> None:
+            n = 0
+            while time.monotonic() < until:
+                with lock:  # keys of their own: each key's ids go in in submission order
+                    (x,) = self._items([keys[n % len(keys)] + me * NKEYS])
+                    made.append(x)
+                n += 1
+                if p.submit(x):
+                    with lock:
+                        got.append(x)
+
+        threads = [threading.Thread(target=produce, args=(me,)) for me in range(2)]
+        with ticking(self.clock):
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(SHUTDOWN_REAL)
+        assert not any(t.is_alive() for t in threads), "submit blocked"
+        accepted = {i for _, i in got}
+        self.accepted |= accepted
+        self.refused |= {i for _, i in made} - accepted
+
     # -- faults ----------------------------------------------------------------------------
     @rule(mode=st.sampled_from(["ok", "ok", "down", "flaky", "partial", "permanent"]))
     def downstream(self, mode: str) -> None:
