@@ -48,6 +48,7 @@ Item = tuple[int, int]
 TICK = 0.01  # clock seconds the driver moves at a time while waiting for liveness
 TICK_REAL = 0.001  # real seconds between two ticks
 LIVENESS = 5.0  # clock seconds in which a healed pipeline must go idle
+STEP = 0.05  # clock seconds of one flush-and-wait step of the liveness check
 SHUTDOWN_REAL = 3.0  # real seconds in which a shutdown must return
 NKEYS = 5
 
@@ -528,7 +529,10 @@ class Model(RuleBasedStateMachine):
         self._heal()
         if self.report is None:
             with ticking(self.clock):
-                idle = p.wait_idle(timeout=LIVENESS)
+                for _ in range(round(LIVENESS / STEP)):  # flush and wait, a step at a time
+                    p.flush()
+                    if idle := p.wait_idle(timeout=STEP):
+                        break
                 stats = p.stats()
                 report = bounded(p.shutdown, SHUTDOWN_REAL)
             assert idle, f"not idle {LIVENESS} s of clock time after faults stopped: {stats}"
