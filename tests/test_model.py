@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -583,3 +584,6 @@ class Model(RuleBasedStateMachine):
 
 TestModel = Model.TestCase
 TestModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+# A passing run takes seconds; a failing one may shrink for up to five minutes (hypothesis
+# stops there), and the minimal example it prints is the point of the test.
+TestModel.pytestmark = pytest.mark.timeout(420)  # type: ignore[attr-defined]
