@@ -120,6 +120,10 @@ class Downstream:
             raise error
 
 
+def _moved(s: sw.Stats) -> int:
+    return sum(sh.moved_in for sh in s.shards)
+
+
 def _is_item(x: object) -> bool:
     return isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, int) for v in x)
 
@@ -494,8 +498,14 @@ class Model(RuleBasedStateMachine):
         """Neither lane holds more than its capacity, by the stats and by our books."""
         if self.p is None:
             return
+        # No producer runs between steps, so only outcomes and steals move under the
+        # snapshot; a steal completing during it could show its items on both shards, so the
+        # shards' depths are added up only when no steal completed around the snapshot.
+        before = self.p.stats()
         s = self.p.stats()
-        assert sum(sh.depth for sh in s.shards) <= s.capacity, s
+        after = self.p.stats()
+        if _moved(before) == _moved(after):
+            assert sum(sh.depth for sh in s.shards) <= s.capacity, s
         assert s.priority_depth <= s.priority_capacity, s
         assert s.in_flight <= s.capacity + s.priority_capacity, s
         # Our books give a lower bound on what the engine still holds: an item leaves them
