@@ -410,3 +410,137 @@ def test_a_keyed_steal_racing_tracked_submissions_hands_only_items_to_the_handle
     accepted = sum(c.accepted for c in completions)
     assert sum(c.processed for c in completions) == accepted == len(seen)
     assert steals > 0  # the mechanism under test really ran
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` itself raises (a library error missing an attribute)."""
+
+    def __str__(self) -> str:
+        """Fail, as a broken ``__str__`` does."""
+        raise RuntimeError("no message attribute")
+
+
+@pytest.mark.parametrize("lane", ["regular", "priority"])
+def test_an_exception_that_cannot_print_itself_is_still_dead_lettered(lane: str) -> None:
+    """Fault: describing such an error for the dead letter raised inside the engine.
+
+    The whole batch then had no outcome and its capacity never came back.
+    """
+
+    def handler(batch: list[Any]) -> None:
+        raise Unprintable
+
+    def item_handler(item: Any) -> None:
+        raise Unprintable
+
+    with sw.Pipeline(
+        handler, priority_handler=item_handler, shards=1, batch_size=2, capacity=40, max_delay=0
+    ) as p:
+        priority = lane == "priority"
+        assert p.submit_many(range(4), priority=priority) == 4
+        p.flush()
+        assert p.wait_idle(WAIT)
+        letters = p.dead_letters.records()
+        assert sorted(d.item for d in letters) == [0, 1, 2, 3]
+        assert {d.error_type for d in letters} == {"Unprintable"}
+        room = 4 if priority else 40
+        assert p.submit_many(range(room), priority=priority) == room  # the capacity came back
+    assert p.shutdown().lost == 0
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("plain", [False, True])
+def test_an_async_handler_raising_keyboardinterrupt_does_not_stop_its_loop(
+    exc: type[BaseException], plain: bool
+) -> None:
+    """Fault: the exception escaped into the loop thread, which died; workers waited for ever."""
+    calls: list[Any] = []
+
+    async def failing(batch: list[Any]) -> None:
+        calls.extend(batch)
+        if len(calls) == 1:
+            raise exc("from the handler")
+
+    def plain_handler(batch: list[Any]) -> Any:
+        return failing(batch)
+
+    handler: Any = plain_handler if plain else failing
+    with sw.Pipeline(handler, shards=1, batch_size=1, max_delay=0, capacity=8) as p:
+        assert p.submit_many(range(3)) == 3
+        assert p.wait_idle(WAIT)
+        (letter,) = p.dead_letters.records()
+        assert (letter.item, letter.error_type) == (0, exc.__name__)
+    report = shutdown_returns(p)
+    assert (report.processed, report.dead_lettered, report.lost) == (2, 1, 0)
+
+
+def test_an_async_handler_whose_loop_ended_fails_instead_of_hanging() -> None:
+    """Fault: the loop that ran the async handlers ended (``asyncio.run`` returned) first.
+
+    Batches handed to it afterwards never resolved, so ``shutdown()`` never returned. They
+    now fail (and are dead-lettered after the retry policy) instead.
+    """
+    seen: list[Any] = []
+
+    async def handler(batch: list[Any]) -> None:
+        seen.extend(batch)
+
+    async def main() -> sw.Pipeline:
+        p = sw.Pipeline(handler, shards=1, batch_size=4, max_delay=60.0)
+        p.start()  # on this loop, which ends when main() returns
+        assert p.submit_many(range(3)) == 3
+        return p
+
+    p = asyncio.run(main())
+    report = shutdown_returns(p)
+    assert report.lost == 0
+    assert report.processed + report.dead_lettered == 3
+
+
+def test_a_dead_letter_sink_that_changes_its_list_loses_nothing() -> None:
+    """Fault: each retry of the sink got the same list, which a failing sink had emptied."""
+    tries: list[int] = []
+    got: list[Any] = []
+
+    def sink(records: list[sw.DeadLetter]) -> None:
+        tries.append(len(records))
+        if len(tries) == 1:
+            records.clear()
+            raise ConnectionError("sink hiccup")
+        got.extend(r.item for r in records)
+
+    def reject(batch: list[Any]) -> None:
+        raise sw.Permanent("no")
+
+    with sw.Pipeline(reject, shards=1, batch_size=4, max_delay=0, dead_letter=sink) as p:
+        assert p.submit_many(range(4)) == 4
+        assert p.wait_idle(WAIT)
+    assert sorted(got) == [0, 1, 2, 3]
+    assert tries[:2] == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("failed", "processed"),
+    [({-1: ValueError()}, 3), ({4: ValueError()}, 0), ({"0": ValueError()}, 0)],
+)
+def test_batch_error_indices_that_name_no_item_fail_the_whole_batch(
+    failed: dict[Any, BaseException], processed: int
+) -> None:
+    """Fault: unrecognised ``BatchError`` indices counted every item as processed, silently.
+
+    Negative indices count from the end; any key naming no item fails the whole batch.
+    """
+    calls: list[int] = []
+
+    def handler(batch: list[Any]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise sw.BatchError(failed)
+
+    with sw.Pipeline(handler, shards=1, batch_size=4, max_delay=60.0) as p:
+        assert p.submit_many(range(4)) == 4
+        p.flush()
+        assert p.wait_idle(WAIT)
+        letters = p.dead_letters.records()
+    assert len(letters) == 4 - processed
+    assert p.shutdown().processed == processed

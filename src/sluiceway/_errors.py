@@ -93,7 +93,10 @@ class BatchError(SluicewayError):
     """Raise from a handler to say which items of its batch failed.
 
     ``failed`` maps the index of each failed item in the batch to its exception; every other
-    item of the batch counts as processed, and only the failed ones are retried.
+    item of the batch counts as processed, and only the failed ones are retried. Negative
+    indices count from the end, as in Python. If any key is not an int naming an item of
+    the batch, the engine cannot tell which items succeeded, so the whole batch counts as
+    failed.
     """
 
     def __init__(self, failed: Mapping[int, BaseException], message: str | None = None) -> None:

@@ -17,8 +17,15 @@ def describe_error(exc: BaseException | None) -> tuple[str | None, str | None, s
     """Return (type name, message, traceback text) for ``exc``; all None for no exception."""
     if exc is None:
         return None, None, None
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return type(exc).__qualname__, str(exc), text
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - an exception that cannot print itself is still an outcome
+        message = f"<{type(exc).__qualname__}: str() failed>"
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001 - same: never let describing an error lose an item
+        text = f"{type(exc).__qualname__}: {message}"
+    return type(exc).__qualname__, message, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +96,13 @@ class ShardStats:
 class Stats:
     """A consistent-enough snapshot of a pipeline; every count is since construction.
 
-    ``accepted`` counts regular and priority items; ``in_flight`` is accepted minus
-    processed minus dead-lettered (queued, batched, or in a handler). Latencies are in
-    seconds, measured on the pipeline's clock, over the most recent priority items.
+    ``accepted`` counts regular and priority items; ``in_flight`` is the items of both lanes
+    without an outcome yet (queued, batched, or in a handler), read from the capacity
+    tokens out, so it never exceeds ``capacity + priority_capacity``;
+    ``priority_in_flight`` is the priority lane's part of it (at most
+    ``priority_capacity``), so ``in_flight - priority_in_flight`` never exceeds
+    ``capacity``. Latencies are in seconds, measured on the pipeline's clock, over the
+    most recent priority items.
     """
 
     accepted: int
@@ -114,6 +125,7 @@ class Stats:
     retries: int = 0  # handler calls that retried a failed batch
     batch_size_changes: int = 0  # how often adaptive sizing moved the batch size
     dead_letters_undelivered: int = 0  # records the dead-letter sink refused, held in memory
+    priority_in_flight: int = 0  # priority items without an outcome yet
 
     @staticmethod
     def flush_map(counts: list[int]) -> Mapping[str, int]:

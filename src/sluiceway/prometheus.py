@@ -165,8 +165,10 @@ def _fill(fams: dict[str, Any], name: str, p: Pipeline) -> None:
         fams["sluiceway_breaker_state"].add_metric(label, BREAKER_STATES.get(sh.breaker, 0.0))
     depth.add_metric([name, "priority"], s.priority_depth)
     capacity.add_metric([name, "priority"], s.priority_capacity)
-    regular_in_flight = s.in_flight - s.priority_depth
-    fams["sluiceway_queue_fill_ratio"].add_metric([name], max(0, regular_in_flight) / s.capacity)
+    regular_in_flight = s.in_flight - s.priority_in_flight
+    fams["sluiceway_queue_fill_ratio"].add_metric(
+        [name], min(1.0, max(0, regular_in_flight) / s.capacity)
+    )
     fams["sluiceway_in_flight"].add_metric([name], s.in_flight)
     fams["sluiceway_batch_duration_ema_seconds"].add_metric([name], s.batch_time_ema)
     for reason, n in s.flushes.items():

@@ -78,13 +78,12 @@ class LoopHost:
 
     def wrap(self, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         """A blocking function that runs ``fn(arg)`` on the loop and returns its result."""
-        import asyncio  # noqa: PLC0415 - only pipelines with async handlers pay for it
 
         def call(arg: Any) -> Any:
             loop = self.loop
             if loop is None:
                 raise RuntimeError("the pipeline's event loop is not running")
-            return asyncio.run_coroutine_threadsafe(fn(arg), loop).result()
+            return self._await_on(loop, fn(arg))
 
         return call
 
@@ -93,18 +92,54 @@ class LoopHost:
 
         For a plain function that returned an awaitable; blocks the calling engine thread.
         """
-        import asyncio  # noqa: PLC0415 - only pipelines whose handlers return awaitables
-
         with self._lock:
             if self.loop is None:
                 self._start_private()
         loop = self.loop
         assert loop is not None
+        return self._await_on(loop, awaitable)
 
-        async def wait() -> Any:
-            return await awaitable
+    @staticmethod
+    def _await_on(loop: asyncio.AbstractEventLoop, awaitable: Any) -> Any:
+        """Await on ``loop`` from an engine thread; the awaitable's error is raised here.
 
-        return asyncio.run_coroutine_threadsafe(wait(), loop).result()
+        ``KeyboardInterrupt`` and ``SystemExit`` raised by a handler are carried back to
+        this thread instead of escaping into the loop (where they would stop it and leave
+        every worker waiting for ever). If the loop stops or closes while we wait (the
+        ``asyncio.run`` that owned it returned), the call fails instead of hanging.
+        """
+        import asyncio  # noqa: PLC0415 - only pipelines with async handlers pay for it
+
+        async def guarded() -> Any:
+            try:
+                return await awaitable
+            except (KeyboardInterrupt, SystemExit) as exc:
+                return _Raised(exc)
+
+        coro = guarded()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError as exc:  # the loop is closed
+            coro.close()
+            _close(awaitable)
+            raise RuntimeError("the event loop running the async handlers is closed") from exc
+        while True:
+            try:
+                result = future.result(timeout=POLL)
+            except TimeoutError:
+                if loop.is_closed() or not loop.is_running():
+                    future.cancel()
+                    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                        coro.close()  # never started: nothing of it runs any more
+                        _close(awaitable)
+                    raise RuntimeError(
+                        "the event loop running the async handlers stopped before the "
+                        "handler finished"
+                    ) from None
+                continue
+            if isinstance(result, _Raised):
+                raise result.exc
+            return result
 
     def stop(self) -> None:
         """Stop the private loop, if this host started one."""
@@ -114,6 +149,24 @@ class LoopHost:
             if not self._thread.is_alive():
                 self.loop.close()
             self._thread = None
+
+
+POLL = 0.5  # seconds between checks that the handlers' loop still runs, while waiting
+
+
+class _Raised:
+    """A KeyboardInterrupt or SystemExit from a handler, carried out of the loop."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _close(awaitable: Any) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()  # a coroutine never scheduled: no "never awaited" warning
 
 
 def refuse_on_loop(host: LoopHost, what: str, instead: str) -> None:

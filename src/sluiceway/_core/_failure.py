@@ -89,14 +89,16 @@ def judge(retry: Retry | None, seg: Segment, error: BaseException, now: float) -
     calls = seg.calls
     if isinstance(error, BatchError) and error.failed:
         n = len(seg.items)
-        bad = sorted(i for i in error.failed if isinstance(i, int) and 0 <= i < n)
+        bad = _indices(error.failed, n)
+        if bad is None:  # an index that names no item: the whole call counts as failed
+            bad = list(range(n))
         bad_set = set(bad)
         ok = [i for i in range(n) if i not in bad_set]
         if ok:
             verdict.ok = seg.part(ok)
         if not bad:
             return verdict
-        first = error.failed[bad[0]]
+        first = next(iter(error.failed.values()))
         error = first if isinstance(first, BaseException) else error
         verdict.error = error
         seg = seg.part(bad)
@@ -122,6 +124,20 @@ def judge(retry: Retry | None, seg: Segment, error: BaseException, now: float) -
             return verdict
     verdict.dead, verdict.reason = seg, reason
     return verdict
+
+
+def _indices(failed: Any, n: int) -> list[int] | None:
+    """The failed items' positions (negative ones count from the end, as in Python), sorted.
+
+    None if any key is not an int naming an item of the batch: then nobody can tell which
+    items succeeded, so none is counted processed.
+    """
+    positions: set[int] = set()
+    for i in failed:
+        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+            return None
+        positions.add(i % n)
+    return sorted(positions)
 
 
 def requeue(pending: deque[Any], segments: list[Segment], keyed: bool) -> None:

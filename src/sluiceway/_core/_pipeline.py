@@ -433,7 +433,8 @@ class Pipeline:
         sched = self._sched
         now = st.now()
         # Tokens out first: a consistent count of items without an outcome (<= capacity).
-        in_flight = st.in_flight() + st.ptokens.out()
+        prio_in_flight = st.ptokens.out()
+        in_flight = st.in_flight() + prio_in_flight
         done, dead, _ = self._outcomes.counts()
         sizes = st.batch_sizes
         shards = tuple(
@@ -482,6 +483,7 @@ class Pipeline:
             retries=self._settle.retries,
             batch_size_changes=self._balancer.changes,
             dead_letters_undelivered=len(self._sink.undelivered()) + self._sink.overflow,
+            priority_in_flight=prio_in_flight,
         )
 
 

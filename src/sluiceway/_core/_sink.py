@@ -106,7 +106,7 @@ class Sink:
         last: BaseException | None = None
         for _ in range(TRIES):
             try:
-                self.sink(records)
+                self.sink(list(records))  # a copy each try: the sink may change its list
             except BaseException as exc:  # noqa: BLE001 - a broken sink must not take the engine down
                 self.errors += 1
                 last = exc
@@ -123,7 +123,7 @@ class Sink:
             self._keep(records)
         for listener in self.listeners:
             try:
-                listener(records)
+                listener(list(records))
             except BaseException:
                 log.exception("dead-letter listener failed")
 
