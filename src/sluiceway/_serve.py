@@ -11,9 +11,13 @@ the drain are logged (``sluiceway.serve``, stderr).
 The workers share one idempotency store (SQLite, in the server's temporary directory), so
 that a client's resend is recognised whichever worker it reaches.
 
-Metrics of a multi-worker server are summed: each worker writes its metrics to a shared
-directory every half second (and once more after draining), and ``/metrics`` on any worker,
-like ``--metrics-port`` on the parent, serves the sum over all workers.
+With one worker, ``/metrics`` and ``--metrics-port`` read the pipeline at scrape time. With
+several, each worker rewrites its metrics file in a shared directory every half second
+(through its drain, and once more after it), and ``/metrics`` on any worker, like
+``--metrics-port`` on the parent, serves the live workers' metrics combined: counters and
+histograms summed, gauges by the rule of :data:`GAUGES` (docs/metrics.md). The file of a
+worker whose pid is gone, or that was not rewritten for :data:`STALE_AFTER` seconds, is left
+out.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,7 +52,15 @@ from ._factory import FactoryError, build_pipeline, load_factory
 from ._idempotency import SharedIdempotencyStore
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
-__all__ = ["ServeError", "SummedMetrics", "app_factory", "serve", "serve_command"]
+__all__ = [
+    "GAUGES",
+    "ServeError",
+    "SummedMetrics",
+    "aggregate",
+    "app_factory",
+    "serve",
+    "serve_command",
+]
 
 log = logging.getLogger("sluiceway.serve")
 
@@ -65,31 +78,116 @@ WRITE_EVERY = 0.5
 # The pipeline serve() built in this process to check the factory; with one worker,
 # uvicorn runs the app in this same process and uses it instead of calling the factory again.
 _checked: list[Pipeline] = []
+# With one worker: the registry of the app running in this process, for --metrics-port.
+_live: list[CollectorRegistry] = []
+
+
+# How the workers' samples of one metric combine (the table in docs/metrics.md, "Several
+# workers"). Counters and histograms always sum. A gauge sums when it is an amount (items,
+# capacity); a ratio, a size or a state does not: it takes the maximum, the minimum or the
+# mean named here. Any other gauge keeps one sample per worker, told apart by a ``worker``
+# label (the worker's pid): a number that cannot be combined is never made up.
+GAUGES: dict[str, str] = {
+    "sluiceway_queue_depth": "sum",
+    "sluiceway_queue_capacity": "sum",
+    "sluiceway_in_flight": "sum",
+    "sluiceway_dead_letters_undelivered": "sum",
+    "sluiceway_queue_fill_ratio": "max",  # the fullest worker: the autoscaling signal
+    "sluiceway_breaker_state": "max",  # the worst state of the shard on any worker
+    "sluiceway_batch_size": "mean",
+    "sluiceway_batch_duration_ema_seconds": "mean",
+    "sluiceway_nats_consumer_lag": "max",  # one durable consumer, seen by every worker
+    "sluiceway_nats_connected": "min",  # 1 only while every worker is connected
+}
+# A worker rewrites its file every WRITE_EVERY seconds while it lives (draining included);
+# a file older than this belongs to a worker that is gone or frozen and is left out.
+STALE_AFTER = 10.0
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a pid owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_snapshots(directory: Path) -> Iterator[tuple[int, str]]:
+    """``(pid, text)`` of each worker's metrics file, for the workers that still run.
+
+    A worker is gone when its pid no longer exists (its file is deleted) or when its file has
+    not been rewritten for :data:`STALE_AFTER` seconds (a reused pid, a frozen process).
+    """
+    now = time.time()
+    for path in sorted(directory.glob("*.prom")):
+        try:
+            pid = int(path.stem)
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        try:
+            if now - path.stat().st_mtime > STALE_AFTER:
+                continue
+            text = path.read_text()
+        except OSError:
+            continue
+        yield pid, text
+
+
+def aggregate(snapshots: list[tuple[int, str]]) -> list[Metric]:
+    """Combine the workers' Prometheus texts by the rule of :data:`GAUGES`."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
+    for pid, text in snapshots:
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+            per_worker = fam.type not in ("counter", "histogram") and fam.name not in GAUGES
+            for sample in fam.samples:
+                labels = dict(sample.labels)
+                if per_worker:
+                    labels["worker"] = str(pid)
+                key = (fam.name, sample.name, tuple(sorted(labels.items())))
+                values.setdefault(key, []).append(sample.value)
+    for (name, sample_name, label_pairs), seen in values.items():
+        rule = GAUGES.get(name, "sum") if families[name].type == "gauge" else "sum"
+        if rule == "max":
+            value = max(seen)
+        elif rule == "min":
+            value = min(seen)
+        elif rule == "mean":
+            value = sum(seen) / len(seen)
+        else:
+            value = sum(seen)
+        families[name].add_sample(sample_name, dict(label_pairs), value)
+    return list(families.values())
+
+
+class _InProcess(Collector):
+    """The metrics of the one worker that runs in this process (none before it starts)."""
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in _live[:1]:
+            yield from registry.collect()
 
 
 class SummedMetrics(Collector):
-    """Sums the metrics files every worker writes into ``directory``."""
+    """The metrics of the live workers that write their files into ``directory``, combined.
+
+    Counters and histograms are summed; gauges follow :data:`GAUGES`. Files of workers that
+    are gone are left out (see :func:`_live_snapshots`).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        sums: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-        for path in sorted(self.directory.glob("*.prom")):
-            try:
-                text = path.read_text()
-            except OSError:
-                continue
-            for fam in text_string_to_metric_families(text):
-                if fam.name not in families:
-                    families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
-                for sample in fam.samples:
-                    key = (fam.name, sample.name, tuple(sorted(sample.labels.items())))
-                    sums[key] = sums.get(key, 0.0) + sample.value
-        for (name, sample_name, labels), value in sums.items():
-            families[name].add_sample(sample_name, dict(labels), value)
-        yield from families.values()
+        yield from aggregate(list(_live_snapshots(self.directory)))
 
 
 def app_factory() -> Any:
@@ -122,8 +220,13 @@ def app_factory() -> Any:
         idempotency_store=shared,
     )
     ingest: Ingest = app.state.sluiceway
-    summed = CollectorRegistry()
-    summed.register(SummedMetrics(directory))
+    if options["workers"] == 1:
+        # One worker runs in the server's own process: read the pipeline at scrape time.
+        _live[:] = [registry]
+        served = registry
+    else:
+        served = CollectorRegistry()
+        served.register(SummedMetrics(directory))
     own = directory / f"{os.getpid()}.prom"
     stop = threading.Event()
 
@@ -141,17 +244,23 @@ def app_factory() -> Any:
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
         _log_to_stderr()
+        t = None
         async with inner(a):
             _drain_on_signals(ingest, asyncio.get_running_loop())
-            t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
-            t.start()
+            if served is not registry:
+                write()
+                # Rewrites the file through the drain too: a fresh file means a live worker.
+                t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
+                t.start()
             try:
                 yield
             finally:
-                stop.set()
                 _begin_drain(ingest)
         _log_report(ingest)
-        write()  # after the drain: the final counts
+        if t is not None:
+            stop.set()
+            t.join()
+            write()  # after the drain: the final counts
         if shared is not None:
             shared.close()
 
@@ -160,7 +269,7 @@ def app_factory() -> Any:
     async def metrics(request: Request) -> Response:
         if not ingest.metrics_allowed(request):
             return unauthorised()
-        return Response(generate_latest(summed), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(served), media_type="text/plain; version=0.0.4")
 
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
     app.router.routes.append(Route("/metrics", metrics))
@@ -289,7 +398,7 @@ def serve(
         server = None
         if metrics_port is not None:
             registry = CollectorRegistry()
-            registry.register(SummedMetrics(Path(directory)))
+            registry.register(_InProcess() if workers == 1 else SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
         # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
         # default handler that would kill this process before the clean-up below.
