@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -38,6 +40,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -50,6 +53,8 @@ from ._core._pipeline import Pipeline
 from ._errors import SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
 from ._idempotency import SharedIdempotencyStore
+from ._logging import ENV as LOG_ENV
+from ._logging import configure_from_env
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
 __all__ = [
@@ -73,7 +78,6 @@ ENV = "SLUICEWAY_SERVE"
 TOKEN_ENV = "SLUICEWAY_TOKEN"
 KEYS_FILE = "idempotency.sqlite3"  # in the server's temporary directory, shared by workers
 DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
 # The pipeline serve() built in this process to check the factory; with one worker,
 # uvicorn runs the app in this same process and uses it instead of calling the factory again.
@@ -193,6 +197,7 @@ class SummedMetrics(Collector):
 def app_factory() -> Any:
     """The uvicorn app factory each worker process calls (options come from the env)."""
     options = json.loads(os.environ[ENV])
+    configure_from_env()  # a worker process logs as the command asked its parent to
     spec = options["factory"]
     if _checked:
         pipeline: Pipeline = _checked.pop()
@@ -243,7 +248,6 @@ def app_factory() -> Any:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
-        _log_to_stderr()
         t = None
         async with inner(a):
             _drain_on_signals(ingest, asyncio.get_running_loop())
@@ -276,25 +280,21 @@ def app_factory() -> Any:
     return app
 
 
-def _log_to_stderr() -> None:
-    """Send ``sluiceway.*`` INFO records to stderr unless logging was configured already."""
-    root = logging.getLogger("sluiceway")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
 def _begin_drain(ingest: Ingest) -> None:
     """Start the drain now (once), and say so."""
     if ingest.report is None and not ingest.draining().is_set():
         p = ingest.pipeline
+        in_flight = 0 if p is None else p.stats().in_flight
         log.info(
             "drain started (pid %d): %d events in flight, drain timeout %ss",
             os.getpid(),
-            0 if p is None else p.stats().in_flight,
+            in_flight,
             ingest.drain_timeout,
+            extra={
+                "pid": os.getpid(),
+                "in_flight": in_flight,
+                "drain_timeout": ingest.drain_timeout,
+            },
         )
     ingest.begin_drain()
 
@@ -323,8 +323,17 @@ def _log_report(ingest: Ingest) -> None:
     report = ingest.report
     if report is None:
         return
+    fields: dict[str, Any] = {
+        "pid": os.getpid(),
+        "accepted": report.accepted,
+        "processed": report.processed,
+        "dead_lettered": report.dead_lettered,
+        "unfinished": report.unfinished,
+    }
     if ingest.dead_letters is not None and ingest.pipeline is not None:
         where = f"{ingest.dead_letters.written} dead letters appended to {ingest.dead_letters.path}"
+        fields["dead_letters_file"] = str(ingest.dead_letters.path)
+        fields["dead_letters_written"] = ingest.dead_letters.written
     else:
         where = "dead letters went to the pipeline's own dead_letter sink"
     log.info(
@@ -336,6 +345,7 @@ def _log_report(ingest: Ingest) -> None:
         report.dead_lettered,
         report.unfinished,
         where,
+        extra=fields,
     )
 
 
@@ -370,7 +380,6 @@ def serve(
             "--metrics-port serves without auth: with --protect-metrics, scrape /metrics on "
             "the main port"
         )
-    _log_to_stderr()
     cwd = os.getcwd()
     checked = build_pipeline(factory, load_factory(factory, cwd))
     if workers == 1:
@@ -400,6 +409,21 @@ def serve(
             registry = CollectorRegistry()
             registry.register(_InProcess() if workers == 1 else SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+            metrics_url = f"http://{_netloc(host, server.server_port)}/metrics"
+            log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
+        url = f"http://{_netloc(host, port)}"
+        log.info(
+            "listening on %s with %d worker(s), pipeline from %s",
+            url,
+            workers,
+            factory,
+            extra={"url": url, "host": host, "port": port, "workers": workers, "factory": factory},
+        )
+        watching = threading.Event()
+        if workers > 1:
+            threading.Thread(
+                target=_watch_workers, args=(watching,), name="sluiceway-serve-watch", daemon=True
+            ).start()
         # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
         # default handler that would kill this process before the clean-up below.
         previous = signal.signal(signal.SIGTERM, _drained)
@@ -412,15 +436,54 @@ def serve(
                 workers=workers,
                 lifespan="on",
                 log_level="warning",
+                # Configured by the command (--log-format): uvicorn's records go through it.
+                log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
                 # uvicorn hands it to asyncio.wait_for, which takes any float
                 timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
             )
         finally:
+            watching.set()
             signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()
     return 0
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _watch_workers(done: threading.Event) -> None:
+    """Log each worker process of the multi-worker server that exits (uvicorn replaces it).
+
+    A worker exits with status 0 only after its drain (SIGTERM); any other status, or a
+    signal, is a crash: an error, with the pid and how it ended.
+    """
+    known: dict[int, multiprocessing.process.BaseProcess] = {}
+    while not done.wait(0.2):
+        for proc in multiprocessing.active_children():
+            if proc.pid is not None:
+                known.setdefault(proc.pid, proc)
+        for pid, proc in list(known.items()):
+            code = proc.exitcode
+            if code is None:
+                continue
+            del known[pid]
+            if code == 0:
+                log.info("worker process %d exited", pid, extra={"pid": pid, "exitcode": 0})
+                continue
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            log.error(
+                "worker process %d exited unexpectedly (%s); uvicorn starts another",
+                pid,
+                how,
+                extra={
+                    "pid": pid,
+                    "exitcode": code,
+                    "signal": signal.Signals(-code).name if code < 0 else None,
+                },
+            )
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
