@@ -251,6 +251,7 @@ def app_factory() -> Any:
         t = None
         async with inner(a):
             _drain_on_signals(ingest, asyncio.get_running_loop())
+            log.info("worker process %d serving", os.getpid(), extra={"pid": os.getpid()})
             if served is not registry:
                 write()
                 # Rewrites the file through the drain too: a fresh file means a live worker.
@@ -457,8 +458,9 @@ def _netloc(host: str, port: int) -> str:
 def _watch_workers(done: threading.Event) -> None:
     """Log each worker process of the multi-worker server that exits (uvicorn replaces it).
 
-    A worker exits with status 0 only after its drain (SIGTERM); any other status, or a
-    signal, is a crash: an error, with the pid and how it ended.
+    A worker ends by status 0 or by the SIGTERM/SIGINT that uvicorn re-raises after the
+    worker's graceful shutdown (and drain): an info line. Any other status or signal
+    (SIGKILL, a segfault, the worker killed as hung by uvicorn) is a crash: an error line.
     """
     known: dict[int, multiprocessing.process.BaseProcess] = {}
     while not done.wait(0.2):
@@ -466,24 +468,24 @@ def _watch_workers(done: threading.Event) -> None:
             if proc.pid is not None:
                 known.setdefault(proc.pid, proc)
         for pid, proc in list(known.items()):
-            code = proc.exitcode
-            if code is None:
-                continue
-            del known[pid]
-            if code == 0:
-                log.info("worker process %d exited", pid, extra={"pid": pid, "exitcode": 0})
-                continue
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-            log.error(
-                "worker process %d exited unexpectedly (%s); uvicorn starts another",
-                pid,
-                how,
-                extra={
-                    "pid": pid,
-                    "exitcode": code,
-                    "signal": signal.Signals(-code).name if code < 0 else None,
-                },
-            )
+            if proc.exitcode is not None:
+                del known[pid]
+                _log_exit(pid, proc.exitcode)
+
+
+def _log_exit(pid: int, code: int) -> None:
+    name = signal.Signals(-code).name if code < 0 else None
+    how = f"killed by {name}" if name else f"exit status {code}"
+    fields = {"pid": pid, "exitcode": code, "signal": name}
+    if code == 0 or name in ("SIGTERM", "SIGINT"):
+        log.info("worker process %d exited (%s)", pid, how, extra=fields)
+    else:
+        log.error(
+            "worker process %d exited unexpectedly (%s); uvicorn starts another",
+            pid,
+            how,
+            extra=fields,
+        )
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
