@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +212,28 @@ def test_every_gauge_has_a_documented_rule() -> None:
     items = {h: part for part in section.split("\n- ") for h in headings.values() if h in part}
     for name, rule in GAUGES.items():
         assert f"`{name}`" in items[headings[rule]], (name, rule)
+
+
+def test_a_stale_or_orphaned_snapshot_is_left_out(tmp_path: Path) -> None:
+    """A file whose pid is gone is deleted; one not rewritten for STALE_AFTER s is skipped.
+
+    Real pids: this process (alive, fresh and stale files) and a child that has exited.
+    """
+    from sluiceway._serve import STALE_AFTER, SummedMetrics
+
+    line = '# TYPE sluiceway_in_flight gauge\nsluiceway_in_flight{pipeline="http"} %d\n'
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    dead_pid = int(gone.stdout)
+    (tmp_path / f"{dead_pid}.prom").write_text(line % 5)
+    (tmp_path / f"{os.getpid()}.prom").write_text(line % 7)
+    collector = SummedMetrics(tmp_path)
+
+    def in_flight() -> float:
+        return sum(s.value for f in collector.collect() for s in f.samples)
+
+    assert in_flight() == 7  # the exited child's 5 is not counted
+    assert not (tmp_path / f"{dead_pid}.prom").exists()
+    old = time.time() - STALE_AFTER - 1
+    os.utime(tmp_path / f"{os.getpid()}.prom", (old, old))  # a frozen worker
+    assert in_flight() == 0

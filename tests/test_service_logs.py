@@ -194,3 +194,42 @@ def test_the_library_installs_no_log_handler() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "0"
+
+
+def test_log_level_warning_leaves_out_the_info_lines(tmp_path: Path) -> None:
+    """``--log-level warning``: no 'connecting to' line, only the failure line remains."""
+    port = free_port()  # nobody listens
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "worker", "tests.nats_app:factory", "--nats",
+         f"nats://127.0.0.1:{port}", "--connect-timeout", "1", "--log-level", "warning"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SLUICEWAY_TEST_OUT": str(tmp_path / "o")},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "cannot connect" in lines[0]
+    assert "connecting to" not in done.stderr
+
+
+def test_a_failure_is_one_json_line_under_log_format_json(tmp_path: Path) -> None:
+    """With --log-format json the one-line failures of serve and worker are JSON records too."""
+    (tmp_path / "fastapp.py").write_text(FASTAPP)
+    serve = subprocess.run(
+        [SCRIPT, "serve", "fastapp:nosuch", "--port", str(free_port()), "--log-format", "json"],
+        cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    worker = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "worker", "tests.nats_app:factory", "--nats",
+         "http://127.0.0.1:4222", "--log-format", "json"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SLUICEWAY_TEST_OUT": str(tmp_path / "o")},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    for done, logger, words in (
+        (serve, "sluiceway.serve", "has no attribute 'nosuch'"),
+        (worker, "sluiceway.nats", "scheme"),
+    ):
+        assert done.returncode == 2
+        (record,) = records(done.stderr)
+        assert (record["level"], record["logger"]) == ("ERROR", logger)
+        assert words in record["message"]

@@ -15,9 +15,10 @@ import datetime
 import json
 import logging
 import os
+import sys
 from typing import Any
 
-__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "configure", "configure_from_env"]
+__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "configure", "configure_from_env", "say"]
 
 ENV = "SLUICEWAY_LOG"
 FORMATS = ("text", "json")
@@ -87,3 +88,15 @@ def configure_from_env() -> bool:
     level, _, fmt = spec.partition(",")
     configure(level, fmt or "text")
     return True
+
+
+def say(logger: logging.Logger, level: int, line: str) -> None:
+    """A command's one-line failure or warning on stderr: as is, or a JSON record.
+
+    Under ``--log-format json`` every stderr line is JSON, this one too (``message`` is
+    ``line``); otherwise it is printed unchanged, whatever the logging set-up.
+    """
+    if os.environ.get(ENV, "").endswith(",json"):
+        logger.log(level, line)
+    else:
+        print(line, file=sys.stderr)

@@ -29,7 +29,6 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -54,7 +53,7 @@ from ._errors import SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
 from ._idempotency import SharedIdempotencyStore
 from ._logging import ENV as LOG_ENV
-from ._logging import configure_from_env
+from ._logging import configure_from_env, say
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
 __all__ = [
@@ -497,7 +496,7 @@ def serve_command(args: Any) -> int:
     try:
         return _serve(args)
     except (FactoryError, ServeError) as exc:
-        print(f"sluiceway serve: error: {exc}", file=sys.stderr)
+        say(log, logging.ERROR, f"sluiceway serve: error: {exc}")
         return 2
 
 
@@ -514,10 +513,11 @@ def _token(args: Any) -> str | None:
             raise ServeError(f"--token-file {args.token_file} is empty")
         return token
     if args.token is not None:
-        print(
+        say(
+            log,
+            logging.WARNING,
             "sluiceway serve: warning: --token is visible to every local user in the process "
             f"list; prefer ${TOKEN_ENV} or --token-file",
-            file=sys.stderr,
         )
         return str(args.token)
     return os.environ.get(TOKEN_ENV) or None

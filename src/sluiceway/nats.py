@@ -38,7 +38,6 @@ import contextlib
 import functools
 import logging
 import signal
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ from ._core._completion import Completion
 from ._core._pipeline import Pipeline
 from ._errors import ConfigError, InvalidItem, SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
+from ._logging import say
 from ._nats_publisher import EventNotEncodable, EventTooLarge, Publisher, PublishError
 from ._nats_wire import (
     dead_messages,
@@ -744,7 +744,7 @@ def run_worker(
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"sluiceway worker: {message}", file=sys.stderr)
+    say(log, logging.ERROR, f"sluiceway worker: {message}")
     return code
 
 
