@@ -459,7 +459,8 @@ def _watch_workers(done: threading.Event) -> None:
 
     A worker ends by status 0 or by the SIGTERM/SIGINT that uvicorn re-raises after the
     worker's graceful shutdown (and drain): an info line. Any other status or signal
-    (SIGKILL, a segfault, the worker killed as hung by uvicorn) is a crash: an error line.
+    (SIGKILL, a segfault, the worker killed as hung by uvicorn, a failed start) is a crash:
+    an error line. uvicorn then starts another worker, or stops if the worker never started.
     """
     known: dict[int, multiprocessing.process.BaseProcess] = {}
     while not done.wait(0.2):
@@ -480,7 +481,7 @@ def _log_exit(pid: int, code: int) -> None:
         log.info("worker process %d exited (%s)", pid, how, extra=fields)
     else:
         log.error(
-            "worker process %d exited unexpectedly (%s); uvicorn starts another",
+            "worker process %d exited unexpectedly (%s)",
             pid,
             how,
             extra=fields,
