@@ -474,7 +474,12 @@ def _watch_workers(done: threading.Event) -> None:
 
 
 def _log_exit(pid: int, code: int) -> None:
-    name = signal.Signals(-code).name if code < 0 else None
+    name = None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a signal without a name here
+            name = f"signal {-code}"
     how = f"killed by {name}" if name else f"exit status {code}"
     fields = {"pid": pid, "exitcode": code, "signal": name}
     if code == 0 or name in ("SIGTERM", "SIGINT"):
