@@ -6,13 +6,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+import sluiceway as sw
+import sluiceway.prometheus as swp
+from sluiceway._serve import aggregate
 
 from .test_serve import NDJSON, SCRIPT, free_port, ndjson, user_env, wait_up
 
@@ -237,3 +244,90 @@ def test_a_stale_or_orphaned_snapshot_is_left_out(tmp_path: Path) -> None:
     old = time.time() - STALE_AFTER - 1
     os.utime(tmp_path / f"{os.getpid()}.prom", (old, old))  # a frozen worker
     assert in_flight() == 0
+
+
+def test_four_real_snapshots_combine_by_meaning() -> None:
+    """Four real pipelines' snapshots: amounts sum, fill ratio and breaker the worst, sizes mean.
+
+    Three pipelines hold 16, 32 and 48 of 64 slots (a blocked handler); the fourth has an
+    open breaker on one shard. A gauge of the user's own keeps one sample per worker.
+    """
+    gate = threading.Event()
+
+    def held(batch: list[Any]) -> None:
+        gate.wait(30)
+
+    def down(batch: list[Any]) -> None:
+        raise RuntimeError("down")
+
+    common: dict[str, Any] = {"shards": 2, "capacity": 64, "max_delay": 0.001, "adaptive": False}
+    pipelines = [sw.Pipeline(held, batch_size=size, **common) for size in (4, 8, 16)]
+    breaker = sw.Breaker(failures=1, cooldown=1000)
+    broken = sw.Pipeline(down, batch_size=1, retry=sw.Retry(attempts=1), breaker=breaker, **common)
+    pipelines.append(broken)
+    try:
+        for p, n in zip(pipelines, (16, 32, 48, 1), strict=True):
+            p.start()
+            assert p.submit_many(range(n)) == n
+        deadline = time.monotonic() + 10
+        while "open" not in [s.breaker for s in broken.stats().shards]:
+            assert time.monotonic() < deadline, "the breaker did not open"
+            time.sleep(0.01)
+        snapshots = []
+        for pid, p in enumerate(pipelines, start=100):
+            registry = CollectorRegistry()
+            swp.register(p, registry, name="http")
+            Gauge("myapp_temperature", "A gauge of the app's own.", registry=registry).set(pid)
+            snapshots.append((pid, generate_latest(registry).decode()))
+        combined = generate_latest_of(aggregate(snapshots))
+    finally:
+        gate.set()
+        for p in pipelines:
+            p.shutdown(10)
+    own = [list(samples(text)) for _, text in snapshots]
+
+    def each(name: str, shard: str | None = None) -> list[float]:
+        return [
+            v
+            for worker in own
+            for n, labels, v in worker
+            if n == name and (shard is None or labels.get("shard") == shard)
+        ]
+
+    assert value(combined, "sluiceway_queue_fill_ratio") == max(each("sluiceway_queue_fill_ratio"))
+    assert value(combined, "sluiceway_queue_fill_ratio") == 48 / 64
+    assert value(combined, "sluiceway_in_flight") == sum(each("sluiceway_in_flight")) >= 96
+    assert value(combined, "sluiceway_items_accepted_total") == 16 + 32 + 48 + 1
+    assert value(combined, "sluiceway_batch_duration_seconds_count") == sum(
+        each("sluiceway_batch_duration_seconds_count")
+    )
+    for shard in ("0", "1"):
+        sizes = each("sluiceway_batch_size", shard)
+        shown = [
+            v
+            for n, la, v in samples(combined)
+            if n == "sluiceway_batch_size" and la["shard"] == shard
+        ]
+        assert shown == [sum(sizes) / 4]
+        states = each("sluiceway_breaker_state", shard)
+        worst = [
+            v
+            for n, la, v in samples(combined)
+            if n == "sluiceway_breaker_state" and la["shard"] == shard
+        ]
+        assert worst == [max(states)]
+    assert 2.0 in [v for n, _, v in samples(combined) if n == "sluiceway_breaker_state"]  # open
+    temperatures = {la["worker"]: v for n, la, v in samples(combined) if n == "myapp_temperature"}
+    assert temperatures == {"100": 100.0, "101": 101.0, "102": 102.0, "103": 103.0}
+
+
+def generate_latest_of(families: list[Any]) -> str:
+    """The Prometheus text of metric families (as ``/metrics`` serves them)."""
+
+    class Fixed:
+        def collect(self) -> list[Any]:
+            return families
+
+    registry = CollectorRegistry()
+    registry.register(Fixed())
+    return generate_latest(registry).decode()
