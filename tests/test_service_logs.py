@@ -153,10 +153,11 @@ def test_worker_logs_what_it_consumes_and_both_ends_of_its_drain_as_json(
     """
     url = nats_server.url.replace("nats://", "nats://alice:s3cret@")
     out = tmp_path / "out"
+    metrics_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SLUICEWAY_TEST_OUT": str(out)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sluiceway", "worker", "tests.nats_app:factory", "--nats", url,
-         "--durable", "logs", "--log-format", "json"],
+         "--durable", "logs", "--log-format", "json", "--metrics-port", str(metrics_port)],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -176,6 +177,8 @@ def test_worker_logs_what_it_consumes_and_both_ends_of_its_drain_as_json(
     assert (consume["stream"], consume["subject"], consume["durable"]) == (
         "SLUICEWAY", "sluiceway.events", "logs",
     )  # fmt: skip
+    (metrics,) = having(logged, "serving metrics on")
+    assert metrics["metrics_url"] == f"http://127.0.0.1:{metrics_port}/metrics"
     (start,) = having(logged, "stopping: draining")
     assert start["in_flight"] == 0
     (end,) = having(logged, "stopped:")

@@ -723,6 +723,8 @@ def run_worker(
         swp.register(pipeline, name=durable)
         swp.add_source(worker.metrics)
         server = swp.serve(port=metrics_port)
+        metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
+        log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
