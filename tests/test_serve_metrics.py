@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sluiceway as sw
@@ -331,3 +332,17 @@ def generate_latest_of(families: list[Any]) -> str:
     registry = CollectorRegistry()
     registry.register(Fixed())
     return generate_latest(registry).decode()
+
+
+def test_a_counters_created_time_is_the_earliest_not_a_sum() -> None:
+    """prometheus_client counters carry ``_created`` (a Unix time): combined, the earliest."""
+    snapshots = []
+    for pid, created in ((1, 1000.0), (2, 2000.0)):
+        registry = CollectorRegistry()
+        Counter("myapp_things", "Things.", registry=registry).inc(pid)
+        text = generate_latest(registry).decode()
+        text = re.sub(r"^(myapp_things_created) \S+$", rf"\1 {created}", text, flags=re.M)
+        snapshots.append((pid, text))
+    combined = generate_latest_of(aggregate(snapshots))
+    assert value(combined, "myapp_things_total") == 3
+    assert value(combined, "myapp_things_created") == 1000.0

@@ -150,7 +150,11 @@ def aggregate(snapshots: list[tuple[int, str]]) -> list[Metric]:
         for fam in text_string_to_metric_families(text):
             if fam.name not in families:
                 families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
-            per_worker = fam.type not in ("counter", "histogram") and fam.name not in GAUGES
+            per_worker = (
+                fam.type not in ("counter", "histogram")
+                and fam.name not in GAUGES
+                and not fam.name.endswith("_created")  # see below
+            )
             for sample in fam.samples:
                 labels = dict(sample.labels)
                 if per_worker:
@@ -159,6 +163,8 @@ def aggregate(snapshots: list[tuple[int, str]]) -> list[Metric]:
                 values.setdefault(key, []).append(sample.value)
     for (name, sample_name, label_pairs), seen in values.items():
         rule = GAUGES.get(name, "sum") if families[name].type == "gauge" else "sum"
+        if name.endswith("_created"):  # a counter's start time: the first worker's
+            rule = "min"
         if rule == "max":
             value = max(seen)
         elif rule == "min":
