@@ -87,29 +87,55 @@ def test_stealing_switched_off_moves_nothing(clock: FakeClock) -> None:
     assert len(h.by_shard[1]) == 100
 
 
-@settings(max_examples=12, deadline=None)
-@given(keys=st.lists(st.integers(0, 12), min_size=50, max_size=400), seed=st.integers(0, 99))
-def test_stealing_never_reorders_a_key(keys: list[int], seed: int) -> None:
-    """Random keys, random handler delays, steals every 200 us: per-key order holds."""
-    rng = random.Random(seed)
-    seen: dict[int, list[int]] = defaultdict(list)
-    lock = threading.Lock()
+def test_stealing_never_reorders_a_key() -> None:
+    """Random keys, random handler delays, steals every 200 us: per-key order holds.
 
-    def handler(batch: list[tuple[int, int]]) -> None:
-        time.sleep(rng.random() * 0.0005 * (3 if sw.current_shard() == 0 else 1))
-        with lock:
-            for k, i in batch:
-                seen[k].append(i)
+    The shard that handles the first batch is made slow, so a backlog builds up on it while
+    the others idle, and the balancer moves its partitions. Steals are counted before
+    shutdown (draining stops them) and summed over the examples: the test fails if no
+    example stole anything, so it cannot pass without exercising the mechanism.
+    """
+    steals: list[int] = []
 
-    with sw.Pipeline(
-        handler, shards=4, batch_size=4, key=lambda e: e[0], balance_interval=0.0002
-    ) as p:
-        for i, k in enumerate(keys):
-            while not p.submit((k, i)):
-                time.sleep(0.0001)
-    for k, order in seen.items():
-        assert order == sorted(order), k
-    assert sum(map(len, seen.values())) == len(keys)
+    @settings(max_examples=12, deadline=None)
+    @given(keys=st.lists(st.integers(0, 12), min_size=50, max_size=400), seed=st.integers(0, 99))
+    def run(keys: list[int], seed: int) -> None:
+        rng = random.Random(seed)
+        seen: dict[int, list[int]] = defaultdict(list)
+        slow: list[int] = []
+        lock = threading.Lock()
+
+        def handler(batch: list[tuple[int, int]]) -> None:
+            shard = sw.current_shard()
+            assert shard is not None
+            with lock:
+                if not slow:
+                    slow.append(shard)
+            time.sleep(rng.random() * 0.0005 + (0.002 if shard == slow[0] else 0.0))
+            with lock:
+                for k, i in batch:
+                    seen[k].append(i)
+
+        # Every key once first, so the slow shard owns several non-empty partitions.
+        events = [(k, i) for i, k in enumerate(list(range(13)) * 4 + keys)]
+        p = sw.Pipeline(
+            handler, shards=4, batch_size=4, key=lambda e: e[0], balance_interval=0.0002
+        ).start()
+        try:
+            for event in events:
+                while not p.submit(event):
+                    time.sleep(0.0001)
+            p.flush()
+            assert p.wait_idle(WAIT)
+            steals.append(sum(s.steals_out for s in p.stats().shards))
+        finally:
+            p.shutdown()
+        for k, order in seen.items():
+            assert order == sorted(order), k
+        assert sum(map(len, seen.values())) == len(events)
+
+    run()
+    assert sum(steals) > 0, f"no example stole anything: {steals}"
 
 
 def test_keyed_partitions_move_with_their_queue(clock: FakeClock) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +21,22 @@ MakeStore = Callable[[int, float, Callable[[], float]], KeyStore]
 
 
 @pytest.fixture(params=["memory", "shared"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
-    """Build either store; the shared one in a fresh SQLite file."""
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Build either store; the shared one in a fresh SQLite file (closed at teardown)."""
+    opened: list[SharedIdempotencyStore] = []
 
     def make(max_keys: int, ttl: float, now: Callable[[], float]) -> KeyStore:
         if request.param == "memory":
             return IdempotencyStore(max_keys, ttl, now=now)
         path = tmp_path / "keys.sqlite3"
         SharedIdempotencyStore.create(path)
-        return SharedIdempotencyStore(path, max_keys, ttl, poll=0.001, now=now)
+        store = SharedIdempotencyStore(path, max_keys, ttl, poll=0.001, now=now)
+        opened.append(store)
+        return store
 
-    return make
+    yield make
+    for store in opened:
+        store.close()
 
 
 async def first(store: KeyStore, key: str) -> Ticket:

@@ -51,3 +51,26 @@ def test_no_latency_before_any_priority_item(recorder: Recorder) -> None:
     p = sw.Pipeline(recorder)
     assert p.stats().priority_latency_p99 is None
     p.shutdown()
+
+
+def test_pipeline_repr_says_its_shape_and_state() -> None:
+    """``repr(p)`` names the state, shape and items in flight (no handler internals)."""
+    p = sw.Pipeline(lambda b: None, shards=2, capacity=64, batch_size=8)
+    assert repr(p).startswith("<Pipeline new shards=2 capacity=64 batch_size=8 keyed=False")
+    p.submit(1)
+    assert "in_flight=1" in repr(p)
+    p.start()
+    assert "running" in repr(p)
+    p.shutdown()
+    assert repr(p).startswith("<Pipeline closed")
+
+
+def test_tracked_items_are_counted_once_in_shard_depth() -> None:
+    """Fault: unkeyed tracked items were counted twice (their slot markers and their chunk).
+
+    Five tracked items on a capacity-8 shard read as a depth of 10, above the capacity.
+    """
+    p = sw.Pipeline(lambda b: None, shards=1, batch_size=1, capacity=8)
+    p.submit_tracked([0, 0, 0, 0, 0])
+    assert sum(s.depth for s in p.stats().shards) == 5
+    assert p.shutdown().processed == 5

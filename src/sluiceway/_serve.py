@@ -536,6 +536,12 @@ def _token(args: Any) -> str | None:
 
 
 def _serve(args: Any) -> int:
+    if getattr(args, "nats", None) is not None:  # durable ingest: see _durable_serve
+        from ._durable_serve import serve_durable_command  # noqa: PLC0415 - needs [nats]
+
+        return serve_durable_command(args, _token(args))
+    if args.factory is None:
+        raise ServeError("give a pipeline factory (module:function), or --nats URL")
     return serve(
         args.factory,
         host=args.host,

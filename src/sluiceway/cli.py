@@ -109,8 +109,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument(
         "factory",
+        nargs="?",
+        default=None,
         help="module:function returning a sluiceway.Pipeline, imported from the working "
-        "directory first",
+        "directory first (none with --nats)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     serve.add_argument("--port", type=port, default=8000, help="0..65535 (default 8000)")
@@ -198,7 +200,62 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SECONDS",
         help="for this long (default 300)",
     )
+    _durable_arguments(serve)
     _log_options(serve)
+
+
+def _durable_arguments(serve: argparse.ArgumentParser) -> None:
+    """``serve --nats``: publish to a JetStream stream instead of an in-process pipeline."""
+    durable = serve.add_argument_group(
+        "durable ingest (--nats)",
+        "Publish the events to a JetStream stream and answer 202 only once it has stored "
+        "them (docs/topology.md); `sluiceway worker` runs the handler. No factory.",
+    )
+    durable.add_argument("--nats", default=None, metavar="URL", help="NATS server URL(s)")
+    durable.add_argument("--stream", default="SLUICEWAY", help="stream (default SLUICEWAY)")
+    durable.add_argument(
+        "--subject",
+        default="sluiceway.events",
+        help="subject (default sluiceway.events); X-Priority events go to <subject>.priority",
+    )
+    durable.add_argument(
+        "--max-msgs",
+        type=_whole(1),
+        default=None,
+        metavar="N",
+        help="the stream holds at most N envelopes, then refuses (429) (default: unlimited, or "
+        "an existing stream's own limit)",
+    )
+    durable.add_argument(
+        "--max-bytes",
+        type=_whole(1),
+        default=None,
+        metavar="BYTES",
+        help="the stream holds at most BYTES, then refuses (429) (default: unlimited, or an "
+        "existing stream's own limit)",
+    )
+    durable.add_argument(
+        "--duplicate-window",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="a resent envelope (same Idempotency-Key) within this window is stored once "
+        "(default 120)",
+    )
+    durable.add_argument(
+        "--ack-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="wait this long for each envelope's ack, then answer 429 (default 5)",
+    )
+    durable.add_argument(
+        "--envelope-events",
+        type=_whole(1),
+        default=1000,
+        metavar="N",
+        help="events per envelope at most (default 1000)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

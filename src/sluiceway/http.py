@@ -37,7 +37,7 @@ import hmac
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 try:
@@ -62,7 +62,10 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_INFLIGHT_BYTES",
     "BadBody",
+    "Bodies",
     "Ingest",
+    "Parsed",
+    "answer_once",
     "ingest_app",
     "parse_body",
     "unauthorised",
@@ -149,6 +152,127 @@ def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(data), status, headers=headers, media_type=JSON)
 
 
+Admit = Callable[[Request, dict[str, int], "str | None"], Awaitable[Answer]]
+
+
+class Parsed:
+    """One request's events, parsed and validated, with what is needed to name a line."""
+
+    __slots__ = ("body", "content_type", "events", "priority")
+
+    def __init__(self, events: list[Any], body: bytes, content_type: str, priority: bool) -> None:
+        self.events = events
+        self.body = body
+        self.content_type = content_type
+        self.priority = priority
+
+    def line_of(self, index: int) -> int:
+        """The 1-based line (NDJSON) or element (JSON array) of the event at ``index``."""
+        return _line_of(index, self.body, self.content_type)
+
+
+class Bodies:
+    """Reads request bodies within the limits and parses them: shared by both ingest modes.
+
+    The content type, ``max_body`` (413), the cap on bytes of bodies being read at once
+    (503 before the body is read; a lone request is always let in), the parse and
+    ``validate`` (400 naming the first bad line) are the same whether the events then go to
+    an in-process pipeline (:func:`ingest_app`) or to a JetStream stream
+    (``sluiceway serve --nats``).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body: int,
+        max_inflight_bytes: int,
+        validate: Callable[[Any], object] | None,
+        retry_after: str,
+    ) -> None:
+        self.max_body = max_body
+        self.max_inflight_bytes = max_inflight_bytes
+        self.validate = validate
+        self.retry_after = retry_after
+        self.inflight_bytes = 0  # reserved by requests reading their body (loop thread only)
+        self._too_big = f"body larger than {max_body} bytes"
+
+    async def _read(self, request: Request) -> bytes | None:
+        """The body, or None once it grows past ``max_body``."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @contextlib.asynccontextmanager
+    async def parsed(self, request: Request) -> AsyncIterator[Parsed | Answer]:
+        """The request's events, or the answer refusing it.
+
+        The body's bytes stay reserved until the block ends (the events are handed on).
+        """
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != JSON and content_type not in NDJSON:
+            yield Answer(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"}, {})
+            return
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else self.max_body  # chunked: the worst
+        if size > self.max_body:
+            yield Answer(413, {"error": self._too_big}, {})
+            return
+        # Invariant: inflight_bytes is the sum of the sizes reserved by the requests between
+        # here and the end of their block (tests/test_http.py::
+        # test_bytes_in_flight_are_capped_without_reading_the_body).
+        if self.inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
+            yield Answer(503, {"error": f"more than {self.max_inflight_bytes} bytes of bodies "
+                               "being read; retry"}, {"Retry-After": self.retry_after})  # fmt: skip
+            return
+        self.inflight_bytes += size
+        try:
+            body = await self._read(request)
+            if body is None:
+                yield Answer(413, {"error": self._too_big}, {})
+                return
+            try:
+                batch = parse_body(body, content_type, self.validate)
+            except BadBody as exc:
+                yield Answer(400, {"error": exc.message, "line": exc.line}, {})
+                return
+            priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
+            yield Parsed(batch, body, content_type, priority)
+        finally:
+            self.inflight_bytes -= size
+
+
+async def answer_once(keys: KeyStore | None, request: Request, admit: Admit) -> Response:
+    """Answer ``request`` with ``admit``; a repeat of its ``Idempotency-Key`` gets the same.
+
+    ``admit(request, admitted, key)`` fills ``admitted["accepted"]`` as soon as events are
+    admitted, so that an interrupted request still records what it admitted; ``key`` is the
+    request's key when it is well-formed (even with ``keys`` off), else None.
+    """
+    key = request.headers.get("idempotency-key")
+    usable = key if key is not None and 0 < len(key) <= MAX_KEY_LENGTH else None
+    if key is None or keys is None:
+        return _answer(await admit(request, {}, usable))
+    if usable is None:
+        return _json(400, {"error": f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} chars"})
+    claimed = await keys.claim(key)
+    if isinstance(claimed, Answer):
+        return _answer(claimed, replayed=True)
+    admitted: dict[str, int] = {}
+    answer: Answer | None = None
+    try:
+        answer = await admit(request, admitted, key)
+        return _answer(answer)
+    finally:
+        if answer is None and admitted.get("accepted"):  # interrupted after admitting
+            answer = Answer(503, {"accepted": admitted["accepted"], "error": INTERRUPTED},
+                            {"Retry-After": "5"})  # fmt: skip
+        claimed.finish(answer if answer is not None and answer.body.get("accepted") else None)
+
+
 class Ingest:
     """The state behind one ingest app (``app.state.sluiceway``): its pipeline and drain.
 
@@ -186,9 +310,14 @@ class Ingest:
         self.pipeline: Pipeline | None = None
         self.report: DrainReport | None = None
         self.lifespan_started = False
-        self.inflight_bytes = 0  # reserved by requests reading their body (loop thread only)
+        self.bodies: Bodies | None = None  # set by ingest_app
         self._drain: asyncio.Task[DrainReport] | None = None
         self._draining: asyncio.Event | None = None  # created on the serving loop
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Bytes of bodies being read or submitted now (see :class:`Bodies`)."""
+        return 0 if self.bodies is None else self.bodies.inflight_bytes
 
     def authorised(self, request: Request) -> bool:
         """True without a token, or when the request carries it (constant-time compare)."""
@@ -332,84 +461,40 @@ def ingest_app(
         idempotency_store=idempotency_store,
     )
     retry = str(max(1, math.ceil(retry_after)))
-
-    too_big = f"body larger than {max_body} bytes"
-
-    async def read(request: Request) -> bytes | None:
-        """The body, or None once it grows past ``max_body``."""
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+    bodies = Bodies(
+        max_body=max_body,
+        max_inflight_bytes=max_inflight_bytes,
+        validate=validate,
+        retry_after=retry,
+    )
+    ingest.bodies = bodies
 
     async def events(request: Request) -> Response:
         if not ingest.authorised(request):
             return unauthorised()
-        key = request.headers.get("idempotency-key")
-        if key is None or ingest.keys is None:
-            return _answer(await admit(request, {}))
-        if not 0 < len(key) <= MAX_KEY_LENGTH:
-            return _json(400, {"error": f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} chars"})
-        claimed = await ingest.keys.claim(key)
-        if isinstance(claimed, Answer):
-            return _answer(claimed, replayed=True)
-        admitted: dict[str, int] = {}
-        answer: Answer | None = None
-        try:
-            answer = await admit(request, admitted)
-            return _answer(answer)
-        finally:
-            if answer is None and admitted.get("accepted"):  # interrupted after admitting
-                answer = Answer(503, {"accepted": admitted["accepted"], "error": INTERRUPTED},
-                                {"Retry-After": "5"})  # fmt: skip
-            claimed.finish(answer if answer is not None and answer.body.get("accepted") else None)
+        return await answer_once(ingest.keys, request, admit)
 
-    async def admit(request: Request, admitted: dict[str, int]) -> Answer:
+    async def admit(request: Request, admitted: dict[str, int], key: str | None) -> Answer:
         """Read, parse and admit one request's events; ``admitted`` learns the count."""
         if ingest.drain_begun:  # (a lazily started app must not start a pipeline now)
             return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
         p = ingest.current()
         if p.closed:
             return Answer(503, {"error": "draining"}, {"Retry-After": "5"})
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != JSON and content_type not in NDJSON:
-            return Answer(415, {"error": f"content type must be {JSON} or {NDJSON[0]}"}, {})
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else max_body  # chunked: the worst case
-        if size > max_body:
-            return Answer(413, {"error": too_big}, {})
-        # Invariant: inflight_bytes is the sum of the sizes reserved by the requests between
-        # here and the end of their submission (tests/test_http.py::
-        # test_bytes_in_flight_are_capped_without_reading_the_body).
-        if ingest.inflight_bytes and ingest.inflight_bytes + size > max_inflight_bytes:
-            return Answer(503, {"error": f"more than {max_inflight_bytes} bytes of bodies "
-                                "being read; retry"}, {"Retry-After": retry})  # fmt: skip
-        ingest.inflight_bytes += size
-        try:
-            body = await read(request)
-            if body is None:
-                return Answer(413, {"error": too_big}, {})
-            try:
-                batch = parse_body(body, content_type, validate)
-            except BadBody as exc:
-                return Answer(400, {"error": exc.message, "line": exc.line}, {})
-            priority = request.headers.get("x-priority", "0").strip() in ("1", "true")
-            wait = request.query_params.get("wait", "").lower() in ("1", "true")
+        wait = request.query_params.get("wait", "").lower() in ("1", "true")
+        async with bodies.parsed(request) as parsed:
+            if isinstance(parsed, Answer):
+                return parsed
+            batch = parsed.events
             try:
                 if wait:
-                    completion = p.submit_tracked(batch, priority)
+                    completion = p.submit_tracked(batch, parsed.priority)
                     accepted = completion.accepted
                 else:
-                    accepted = p.submit_many(batch, priority)
+                    accepted = p.submit_many(batch, parsed.priority)
             except InvalidItem as exc:
-                line = _line_of(exc.index, body, content_type)
+                line = parsed.line_of(exc.index)
                 return Answer(400, {"error": str(exc), "line": line, "index": exc.index}, {})
-            del body
-        finally:
-            ingest.inflight_bytes -= size
         admitted["accepted"] = accepted
         out: dict[str, Any] = {"accepted": accepted}
         if wait:

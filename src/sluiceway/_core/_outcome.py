@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._records import DeadLetter, describe_error
@@ -20,6 +19,7 @@ from ._failure import Owners, Segment
 from ._sink import Sink
 
 if TYPE_CHECKING:
+    from ._claim import Scheduler
     from ._shard import Shard
     from ._state import State
 
@@ -29,10 +29,10 @@ __all__ = ["Outcomes"]
 class Outcomes:
     """Counts outcomes per lane, returns capacity, settles completions, files dead letters."""
 
-    def __init__(self, st: State, sink: Sink, wake_waiters: Callable[[], None]) -> None:
+    def __init__(self, st: State, sink: Sink, sched: Scheduler) -> None:
         self.st = st
         self.sink = sink
-        self.wake_waiters = wake_waiters  # room and idle waiters (see _claim.Scheduler)
+        self.sched = sched  # its room and idle waiters hear about capacity and outcomes
         n = len(st.shards)
         self.lock = threading.Lock()
         self.done = [0] * (n + 1)  # processed, by shard; the last entry is the priority lane
@@ -94,7 +94,9 @@ class Outcomes:
             st.pool.give_back_minted(count, lambda n: slots.mint(n, size))
         else:
             shard.pool.give_back(None, count, shard.signal)
-        self.wake_waiters()
+        sched = self.sched
+        if sched.room_waiters or sched.idle_waiters:  # a truthiness test: no lock per batch
+            sched.wake_waiters()
 
 
 def _settle(owners: Owners, *, processed: bool) -> None:

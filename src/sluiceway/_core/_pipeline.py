@@ -171,7 +171,7 @@ class Pipeline:
             interval=interval,
         )
         self._sink = Sink(sink, owner=st)
-        self._outcomes = Outcomes(st, self._sink, sched.wake_waiters)
+        self._outcomes = Outcomes(st, self._sink, sched)
         self._settle = Settle(self._outcomes, retry, self._host)
         self._lane = PriorityLane(st, self._settle)
         self._workers = Workers(st, sched, self._settle, self._lane, self._balancer)
@@ -367,6 +367,15 @@ class Pipeline:
         self.shutdown(self._drain_timeout)
 
     # -- introspection -----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        cfg = self._cfg
+        state = "closed" if self._st.closed else "running" if self._life.started else "new"
+        return (
+            f"<Pipeline {state} shards={cfg.shards} capacity={cfg.capacity} "
+            f"batch_size={cfg.batch_size} keyed={cfg.key is not None} "
+            f"in_flight={self._st.in_flight() + self._st.ptokens.out()}>"
+        )
+
     @property
     def dead_letters(self) -> MemoryDeadLetters:
         """The in-memory dead letters (only when no ``dead_letter`` sink was given)."""

@@ -79,10 +79,9 @@ class Slot:
 class Seal:
     """A slot's last token: append, then tell the scheduler a batch is full."""
 
-    __slots__ = ("__self__", "append", "full")
+    __slots__ = ("append", "full")
 
     def __init__(self, items: list[Any], full: Callable[[], None]) -> None:
-        self.__self__ = items  # like a bound append
         self.append = items.append
         self.full = full
 
@@ -151,11 +150,15 @@ class Slots:
     def backlog(self) -> int:
         """Items in slots not yet cut, counted exactly."""
         queued = 0
+        skips = self.skips.count
         for slot in list(self.queue):
             n = len(slot.items)
             if not n:
                 break
-            queued += n - slot.offset
+            if skips:  # markers stand for items queued elsewhere (tracked) or for none
+                queued += sum(1 for x in slot.items[slot.offset : n] if x is not SKIP)
+            else:
+                queued += n - slot.offset
         return queued
 
     # -- cutting (the lease holder) ------------------------------------------------------------
