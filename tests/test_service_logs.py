@@ -236,3 +236,39 @@ def test_a_failure_is_one_json_line_under_log_format_json(tmp_path: Path) -> Non
         (record,) = records(done.stderr)
         assert (record["level"], record["logger"]) == ("ERROR", logger)
         assert words in record["message"]
+
+
+def test_serve_nats_logs_where_it_listens_and_publishes_as_json(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """``sluiceway serve --nats`` with --log-format json: the listen line names the stream.
+
+    The NATS URL's credentials are masked; every stderr line is JSON.
+    """
+    port = free_port()
+    url = nats_server.url.replace("nats://", "nats://alice:s3cret@")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluiceway", "serve", "--nats", url, "--port", str(port),
+         "--log-format", "json"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc)
+        resp = httpx.post(f"http://127.0.0.1:{port}/v1/events", json=[{"id": 1}])
+        assert resp.status_code == 202
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = proc.communicate()[1].decode()
+    assert "s3cret" not in text
+    logged = records(text)
+    (listen,) = having(logged, "listening on")
+    assert (listen["url"], listen["workers"], listen["stream"]) == (
+        f"http://127.0.0.1:{port}", 1, "SLUICEWAY",
+    )  # fmt: skip
+    assert listen["nats_url"] == f"nats://***@127.0.0.1:{nats_server.port}"
+    (publishing,) = [r for r in logged if r["message"].startswith("publishing to stream")]
+    assert (publishing["stream"], publishing["pid"]) == ("SLUICEWAY", proc.pid)

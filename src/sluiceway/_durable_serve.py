@@ -38,6 +38,7 @@ from ._serve import (
     ServeError,
     SummedMetrics,
     _drained,
+    _netloc,
     log,
 )
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, unauthorised
@@ -93,7 +94,12 @@ def app_factory() -> Any:
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
         async with inner(a):
-            log.info("publishing to stream %s (pid %d)", ingest.stream, os.getpid())
+            log.info(
+                "publishing to stream %s (pid %d)",
+                ingest.stream,
+                os.getpid(),
+                extra={"pid": os.getpid(), "stream": ingest.stream},
+            )
             t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
             t.start()
             try:
@@ -138,7 +144,7 @@ def serve_durable(
     idempotency_ttl: float = 300.0,
 ) -> int:
     """Run the durable ingest service until SIGTERM/SIGINT (open requests finish first)."""
-    from .nats import check_servers  # noqa: PLC0415 - the URL check of sluiceway worker
+    from .nats import _redact, check_servers  # noqa: PLC0415 - the URL check of sluiceway worker
 
     if protect_metrics and token is None:
         raise ServeError("--protect-metrics needs a token ($SLUICEWAY_TOKEN or --token-file)")
@@ -188,6 +194,26 @@ def serve_durable(
             registry = CollectorRegistry()
             registry.register(SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+            metrics_url = f"http://{_netloc(host, server.server_port)}/metrics"
+            log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
+        listen = f"http://{_netloc(host, port)}"
+        log.info(
+            "listening on %s with %d worker(s), publishing to stream %s, subject %s at %s",
+            listen,
+            workers,
+            stream,
+            subject,
+            _redact(url),
+            extra={
+                "url": listen,
+                "host": host,
+                "port": port,
+                "workers": workers,
+                "stream": stream,
+                "subject": subject,
+                "nats_url": _redact(url),
+            },
+        )
         previous = signal.signal(signal.SIGTERM, _drained)
         try:
             uvicorn.run(
