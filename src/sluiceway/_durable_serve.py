@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,13 +30,15 @@ from starlette.routing import Route
 
 from ._durable import DurableIngest, StreamLimits, durable_ingest_app, setup_stream
 from ._idempotency import SharedIdempotencyStore
+from ._logging import ENV as LOG_ENV
+from ._logging import configure_from_env
 from ._serve import (
     KEYS_FILE,
     WRITE_EVERY,
     ServeError,
     SummedMetrics,
     _drained,
-    _log_to_stderr,
+    _netloc,
     log,
 )
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, unauthorised
@@ -48,6 +51,7 @@ ENV = "SLUICEWAY_SERVE_NATS"
 def app_factory() -> Any:
     """The uvicorn app factory each worker process calls (options come from the env)."""
     options = json.loads(os.environ[ENV])
+    configure_from_env()  # a worker process logs as the command asked its parent to
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
     shared = None
@@ -89,9 +93,13 @@ def app_factory() -> Any:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
-        _log_to_stderr()
         async with inner(a):
-            log.info("publishing to stream %s (pid %d)", ingest.stream, os.getpid())
+            log.info(
+                "publishing to stream %s (pid %d)",
+                ingest.stream,
+                os.getpid(),
+                extra={"pid": os.getpid(), "stream": ingest.stream},
+            )
             t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
             t.start()
             try:
@@ -136,7 +144,7 @@ def serve_durable(
     idempotency_ttl: float = 300.0,
 ) -> int:
     """Run the durable ingest service until SIGTERM/SIGINT (open requests finish first)."""
-    from .nats import check_servers  # noqa: PLC0415 - the URL check of sluiceway worker
+    from .nats import _redact, check_servers  # noqa: PLC0415 - the URL check of sluiceway worker
 
     if protect_metrics and token is None:
         raise ServeError("--protect-metrics needs a token ($SLUICEWAY_TOKEN or --token-file)")
@@ -149,7 +157,6 @@ def serve_durable(
         check_servers(url)
     except ValueError as exc:
         raise ServeError(f"--nats {str(exc).removeprefix('url: ')}") from None
-    _log_to_stderr()
     limits = limits if limits is not None else StreamLimits()
     try:
         asyncio.run(setup_stream(url, stream, subject, limits))
@@ -187,6 +194,26 @@ def serve_durable(
             registry = CollectorRegistry()
             registry.register(SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+            metrics_url = f"http://{_netloc(host, server.server_port)}/metrics"
+            log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
+        listen = f"http://{_netloc(host, port)}"
+        log.info(
+            "listening on %s with %d worker(s), publishing to stream %s, subject %s at %s",
+            listen,
+            workers,
+            stream,
+            subject,
+            _redact(url),
+            extra={
+                "url": listen,
+                "host": host,
+                "port": port,
+                "workers": workers,
+                "stream": stream,
+                "subject": subject,
+                "nats_url": _redact(url),
+            },
+        )
         previous = signal.signal(signal.SIGTERM, _drained)
         try:
             uvicorn.run(
@@ -197,6 +224,8 @@ def serve_durable(
                 workers=workers,
                 lifespan="on",
                 log_level="warning",
+                # Configured by the command (--log-format): uvicorn's records go through it.
+                log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
                 timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
             )
         finally:

@@ -11,9 +11,13 @@ the drain are logged (``sluiceway.serve``, stderr).
 The workers share one idempotency store (SQLite, in the server's temporary directory), so
 that a client's resend is recognised whichever worker it reaches.
 
-Metrics of a multi-worker server are summed: each worker writes its metrics to a shared
-directory every half second (and once more after draining), and ``/metrics`` on any worker,
-like ``--metrics-port`` on the parent, serves the sum over all workers.
+With one worker, ``/metrics`` and ``--metrics-port`` read the pipeline at scrape time. With
+several, each worker rewrites its metrics file in a shared directory every half second
+(through its drain, and once more after it), and ``/metrics`` on any worker, like
+``--metrics-port`` on the parent, serves the live workers' metrics combined: counters and
+histograms summed, gauges by the rule of :data:`GAUGES` (docs/metrics.md). The file of a
+worker whose pid is gone, or that was not rewritten for :data:`STALE_AFTER` seconds, is left
+out.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
 import signal
-import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,9 +52,19 @@ from ._core._pipeline import Pipeline
 from ._errors import SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
 from ._idempotency import SharedIdempotencyStore
+from ._logging import ENV as LOG_ENV
+from ._logging import configure_from_env, say
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, Ingest, ingest_app, unauthorised
 
-__all__ = ["ServeError", "SummedMetrics", "app_factory", "serve", "serve_command"]
+__all__ = [
+    "GAUGES",
+    "ServeError",
+    "SummedMetrics",
+    "aggregate",
+    "app_factory",
+    "serve",
+    "serve_command",
+]
 
 log = logging.getLogger("sluiceway.serve")
 
@@ -60,41 +77,132 @@ ENV = "SLUICEWAY_SERVE"
 TOKEN_ENV = "SLUICEWAY_TOKEN"
 KEYS_FILE = "idempotency.sqlite3"  # in the server's temporary directory, shared by workers
 DEFAULT_DEAD_LETTERS = "sluiceway-dead-letters.jsonl"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_EVERY = 0.5
 # The pipeline serve() built in this process to check the factory; with one worker,
 # uvicorn runs the app in this same process and uses it instead of calling the factory again.
 _checked: list[Pipeline] = []
+# With one worker: the registry of the app running in this process, for --metrics-port.
+_live: list[CollectorRegistry] = []
+
+
+# How the workers' samples of one metric combine (the table in docs/metrics.md, "Several
+# workers"). Counters and histograms always sum. A gauge sums when it is an amount (items,
+# capacity); a ratio, a size or a state does not: it takes the maximum, the minimum or the
+# mean named here. Any other gauge keeps one sample per worker, told apart by a ``worker``
+# label (the worker's pid): a number that cannot be combined is never made up.
+GAUGES: dict[str, str] = {
+    "sluiceway_queue_depth": "sum",
+    "sluiceway_queue_capacity": "sum",
+    "sluiceway_in_flight": "sum",
+    "sluiceway_dead_letters_undelivered": "sum",
+    "sluiceway_queue_fill_ratio": "max",  # the fullest worker: the autoscaling signal
+    "sluiceway_breaker_state": "max",  # the worst state of the shard on any worker
+    "sluiceway_batch_size": "mean",
+    "sluiceway_batch_duration_ema_seconds": "mean",
+    "sluiceway_nats_consumer_lag": "max",  # one durable consumer, seen by every worker
+    "sluiceway_nats_connected": "min",  # 1 only while every worker is connected
+}
+# A worker rewrites its file every WRITE_EVERY seconds while it lives (draining included);
+# a file older than this belongs to a worker that is gone or frozen and is left out.
+STALE_AFTER = 10.0
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a pid owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_snapshots(directory: Path) -> Iterator[tuple[int, str]]:
+    """``(pid, text)`` of each worker's metrics file, for the workers that still run.
+
+    A worker is gone when its pid no longer exists (its file is deleted) or when its file has
+    not been rewritten for :data:`STALE_AFTER` seconds (a reused pid, a frozen process).
+    """
+    now = time.time()
+    for path in sorted(directory.glob("*.prom")):
+        try:
+            pid = int(path.stem)
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        try:
+            if now - path.stat().st_mtime > STALE_AFTER:
+                continue
+            text = path.read_text()
+        except OSError:
+            continue
+        yield pid, text
+
+
+def aggregate(snapshots: list[tuple[int, str]]) -> list[Metric]:
+    """Combine the workers' Prometheus texts by the rule of :data:`GAUGES`."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
+    for pid, text in snapshots:
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+            per_worker = (
+                fam.type not in ("counter", "histogram")
+                and fam.name not in GAUGES
+                and not fam.name.endswith("_created")  # see below
+            )
+            for sample in fam.samples:
+                labels = dict(sample.labels)
+                if per_worker:
+                    labels["worker"] = str(pid)
+                key = (fam.name, sample.name, tuple(sorted(labels.items())))
+                values.setdefault(key, []).append(sample.value)
+    for (name, sample_name, label_pairs), seen in values.items():
+        rule = GAUGES.get(name, "sum") if families[name].type == "gauge" else "sum"
+        if name.endswith("_created"):  # a counter's start time: the first worker's
+            rule = "min"
+        if rule == "max":
+            value = max(seen)
+        elif rule == "min":
+            value = min(seen)
+        elif rule == "mean":
+            value = sum(seen) / len(seen)
+        else:
+            value = sum(seen)
+        families[name].add_sample(sample_name, dict(label_pairs), value)
+    return list(families.values())
+
+
+class _InProcess(Collector):
+    """The metrics of the one worker that runs in this process (none before it starts)."""
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in _live[:1]:
+            yield from registry.collect()
 
 
 class SummedMetrics(Collector):
-    """Sums the metrics files every worker writes into ``directory``."""
+    """The metrics of the live workers that write their files into ``directory``, combined.
+
+    Counters and histograms are summed; gauges follow :data:`GAUGES`. Files of workers that
+    are gone are left out (see :func:`_live_snapshots`).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        sums: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-        for path in sorted(self.directory.glob("*.prom")):
-            try:
-                text = path.read_text()
-            except OSError:
-                continue
-            for fam in text_string_to_metric_families(text):
-                if fam.name not in families:
-                    families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
-                for sample in fam.samples:
-                    key = (fam.name, sample.name, tuple(sorted(sample.labels.items())))
-                    sums[key] = sums.get(key, 0.0) + sample.value
-        for (name, sample_name, labels), value in sums.items():
-            families[name].add_sample(sample_name, dict(labels), value)
-        yield from families.values()
+        yield from aggregate(list(_live_snapshots(self.directory)))
 
 
 def app_factory() -> Any:
     """The uvicorn app factory each worker process calls (options come from the env)."""
     options = json.loads(os.environ[ENV])
+    configure_from_env()  # a worker process logs as the command asked its parent to
     spec = options["factory"]
     if _checked:
         pipeline: Pipeline = _checked.pop()
@@ -122,8 +230,13 @@ def app_factory() -> Any:
         idempotency_store=shared,
     )
     ingest: Ingest = app.state.sluiceway
-    summed = CollectorRegistry()
-    summed.register(SummedMetrics(directory))
+    if options["workers"] == 1:
+        # One worker runs in the server's own process: read the pipeline at scrape time.
+        _live[:] = [registry]
+        served = registry
+    else:
+        served = CollectorRegistry()
+        served.register(SummedMetrics(directory))
     own = directory / f"{os.getpid()}.prom"
     stop = threading.Event()
 
@@ -140,18 +253,24 @@ def app_factory() -> Any:
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
-        _log_to_stderr()
+        t = None
         async with inner(a):
             _drain_on_signals(ingest, asyncio.get_running_loop())
-            t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
-            t.start()
+            log.info("worker process %d serving", os.getpid(), extra={"pid": os.getpid()})
+            if served is not registry:
+                write()
+                # Rewrites the file through the drain too: a fresh file means a live worker.
+                t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
+                t.start()
             try:
                 yield
             finally:
-                stop.set()
                 _begin_drain(ingest)
         _log_report(ingest)
-        write()  # after the drain: the final counts
+        if t is not None:
+            stop.set()
+            t.join()
+            write()  # after the drain: the final counts
         if shared is not None:
             shared.close()
 
@@ -160,32 +279,28 @@ def app_factory() -> Any:
     async def metrics(request: Request) -> Response:
         if not ingest.metrics_allowed(request):
             return unauthorised()
-        return Response(generate_latest(summed), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(served), media_type="text/plain; version=0.0.4")
 
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
     app.router.routes.append(Route("/metrics", metrics))
     return app
 
 
-def _log_to_stderr() -> None:
-    """Send ``sluiceway.*`` INFO records to stderr unless logging was configured already."""
-    root = logging.getLogger("sluiceway")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
 def _begin_drain(ingest: Ingest) -> None:
     """Start the drain now (once), and say so."""
     if ingest.report is None and not ingest.draining().is_set():
         p = ingest.pipeline
+        in_flight = 0 if p is None else p.stats().in_flight
         log.info(
             "drain started (pid %d): %d events in flight, drain timeout %ss",
             os.getpid(),
-            0 if p is None else p.stats().in_flight,
+            in_flight,
             ingest.drain_timeout,
+            extra={
+                "pid": os.getpid(),
+                "in_flight": in_flight,
+                "drain_timeout": ingest.drain_timeout,
+            },
         )
     ingest.begin_drain()
 
@@ -214,8 +329,17 @@ def _log_report(ingest: Ingest) -> None:
     report = ingest.report
     if report is None:
         return
+    fields: dict[str, Any] = {
+        "pid": os.getpid(),
+        "accepted": report.accepted,
+        "processed": report.processed,
+        "dead_lettered": report.dead_lettered,
+        "unfinished": report.unfinished,
+    }
     if ingest.dead_letters is not None and ingest.pipeline is not None:
         where = f"{ingest.dead_letters.written} dead letters appended to {ingest.dead_letters.path}"
+        fields["dead_letters_file"] = str(ingest.dead_letters.path)
+        fields["dead_letters_written"] = ingest.dead_letters.written
     else:
         where = "dead letters went to the pipeline's own dead_letter sink"
     log.info(
@@ -227,6 +351,7 @@ def _log_report(ingest: Ingest) -> None:
         report.dead_lettered,
         report.unfinished,
         where,
+        extra=fields,
     )
 
 
@@ -261,7 +386,6 @@ def serve(
             "--metrics-port serves without auth: with --protect-metrics, scrape /metrics on "
             "the main port"
         )
-    _log_to_stderr()
     cwd = os.getcwd()
     checked = build_pipeline(factory, load_factory(factory, cwd))
     if workers == 1:
@@ -289,8 +413,23 @@ def serve(
         server = None
         if metrics_port is not None:
             registry = CollectorRegistry()
-            registry.register(SummedMetrics(Path(directory)))
+            registry.register(_InProcess() if workers == 1 else SummedMetrics(Path(directory)))
             server, _ = start_http_server(metrics_port, addr=host, registry=registry)
+            metrics_url = f"http://{_netloc(host, server.server_port)}/metrics"
+            log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
+        url = f"http://{_netloc(host, port)}"
+        log.info(
+            "listening on %s with %d worker(s), pipeline from %s",
+            url,
+            workers,
+            factory,
+            extra={"url": url, "host": host, "port": port, "workers": workers, "factory": factory},
+        )
+        watching = threading.Event()
+        if workers > 1:
+            threading.Thread(
+                target=_watch_workers, args=(watching,), name="sluiceway-serve-watch", daemon=True
+            ).start()
         # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
         # default handler that would kill this process before the clean-up below.
         previous = signal.signal(signal.SIGTERM, _drained)
@@ -303,15 +442,61 @@ def serve(
                 workers=workers,
                 lifespan="on",
                 log_level="warning",
+                # Configured by the command (--log-format): uvicorn's records go through it.
+                log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
                 # uvicorn hands it to asyncio.wait_for, which takes any float
                 timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
             )
         finally:
+            watching.set()
             signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()
     return 0
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _watch_workers(done: threading.Event) -> None:
+    """Log each worker process of the multi-worker server that exits (uvicorn replaces it).
+
+    A worker ends by status 0 or by the SIGTERM/SIGINT that uvicorn re-raises after the
+    worker's graceful shutdown (and drain): an info line. Any other status or signal
+    (SIGKILL, a segfault, the worker killed as hung by uvicorn, a failed start) is a crash:
+    an error line. uvicorn then starts another worker, or stops if the worker never started.
+    """
+    known: dict[int, multiprocessing.process.BaseProcess] = {}
+    while not done.wait(0.2):
+        for proc in multiprocessing.active_children():
+            if proc.pid is not None:
+                known.setdefault(proc.pid, proc)
+        for pid, proc in list(known.items()):
+            if proc.exitcode is not None:
+                del known[pid]
+                _log_exit(pid, proc.exitcode)
+
+
+def _log_exit(pid: int, code: int) -> None:
+    name = None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a signal without a name here
+            name = f"signal {-code}"
+    how = f"killed by {name}" if name else f"exit status {code}"
+    fields = {"pid": pid, "exitcode": code, "signal": name}
+    if code == 0 or name in ("SIGTERM", "SIGINT"):
+        log.info("worker process %d exited (%s)", pid, how, extra=fields)
+    else:
+        log.error(
+            "worker process %d exited unexpectedly (%s)",
+            pid,
+            how,
+            extra=fields,
+        )
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
@@ -323,7 +508,7 @@ def serve_command(args: Any) -> int:
     try:
         return _serve(args)
     except (FactoryError, ServeError) as exc:
-        print(f"sluiceway serve: error: {exc}", file=sys.stderr)
+        say(log, logging.ERROR, f"sluiceway serve: error: {exc}")
         return 2
 
 
@@ -340,10 +525,11 @@ def _token(args: Any) -> str | None:
             raise ServeError(f"--token-file {args.token_file} is empty")
         return token
     if args.token is not None:
-        print(
+        say(
+            log,
+            logging.WARNING,
             "sluiceway serve: warning: --token is visible to every local user in the process "
             f"list; prefer ${TOKEN_ENV} or --token-file",
-            file=sys.stderr,
         )
         return str(args.token)
     return os.environ.get(TOKEN_ENV) or None

@@ -8,6 +8,8 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
+from ._logging import FORMATS, LEVELS, configure
+
 __all__ = ["main"]
 
 
@@ -76,6 +78,23 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
     return value
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``: the commands that run a service log to stderr."""
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="log records at this level and above on stderr (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object a line with time, level, logger, message and "
+        "the record's fields (default: %(default)s)",
+    )
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,6 +201,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="for this long (default 300)",
     )
     _durable_arguments(serve)
+    _log_options(serve)
 
 
 def _durable_arguments(serve: argparse.ArgumentParser) -> None:
@@ -370,6 +390,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to keep trying to reach the server at start-up before exiting with an "
         "error (default 10); once connected it reconnects for ever",
     )
+    _log_options(worker)
 
     top = sub.add_parser(
         "top",
@@ -401,6 +422,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sluiceway`` command."""
     args = _parser().parse_args(argv)
+    if getattr(args, "log_level", None) is not None:
+        configure(args.log_level, args.log_format)
     module, function, extra = COMMANDS[args.command]
     try:
         command = getattr(importlib.import_module(module), function)

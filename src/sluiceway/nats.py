@@ -38,7 +38,6 @@ import contextlib
 import functools
 import logging
 import signal
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ from ._core._completion import Completion
 from ._core._pipeline import Pipeline
 from ._errors import ConfigError, InvalidItem, SluicewayError
 from ._factory import FactoryError, build_pipeline, load_factory
+from ._logging import say
 from ._nats_publisher import EventNotEncodable, EventTooLarge, Publisher, PublishError
 from ._nats_wire import (
     dead_messages,
@@ -342,7 +342,18 @@ class Worker:
             raise
         prio, regular = subs
         log.info(
-            "consuming stream %s (durable %s) from %s", self.stream, self.durable, self._where()
+            "consuming stream %s, subject %s (durable %s) from %s",
+            self.stream,
+            self.subject,
+            self.durable,
+            self._where(),
+            extra={
+                "url": self._where(),
+                "stream": self.stream,
+                "subject": self.subject,
+                "priority_subject": self.priority_subject,
+                "durable": self.durable,
+            },
         )
         self.pipeline.start()
         self._ready.set()
@@ -365,7 +376,12 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), 0.5)
         finally:
-            log.info("stopping: draining the pipeline")
+            in_flight = self.pipeline.stats().in_flight
+            log.info(
+                "stopping: draining the pipeline (%d events in flight)",
+                in_flight,
+                extra={"in_flight": in_flight, "durable": self.durable},
+            )
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -392,11 +408,23 @@ class Worker:
             with contextlib.suppress(Exception):  # a lost connection has nothing to flush
                 await self.nc.close()
             self._state = "closed"
+            stats = self.pipeline.stats()
             log.info(
-                "stopped: %d envelope(s) acked, %d nak'd, %d malformed",
+                "stopped: %d envelope(s) acked, %d nak'd, %d malformed; %d events processed, "
+                "%d dead-lettered",
                 self.acked,
                 self.naked,
                 self.malformed,
+                stats.processed,
+                stats.dead_lettered,
+                extra={
+                    "acked": self.acked,
+                    "naked": self.naked,
+                    "malformed": self.malformed,
+                    "processed": stats.processed,
+                    "dead_lettered": stats.dead_lettered,
+                    "durable": self.durable,
+                },
             )
 
     async def _connect(self) -> NATS:
@@ -412,7 +440,7 @@ class Worker:
                 raise ConnectError(f"cannot resolve host {parts.hostname!r} ({reason})") from exc
         nc = NATS()
         self._state = "connecting"
-        log.info("connecting to %s", self._where())
+        log.info("connecting to %s", self._where(), extra={"url": self._where()})
         connecting = asyncio.ensure_future(
             nc.connect(
                 servers,
@@ -669,8 +697,6 @@ def run_worker(
     Returns 0 after a stop, 1 when no server could be reached at start-up, 2 for a bad URL;
     those failures print one line on stderr.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s sluiceway worker: %(message)s")
     try:
         check_servers(url)
     except ConfigError as exc:
@@ -697,6 +723,8 @@ def run_worker(
         swp.register(pipeline, name=durable)
         swp.add_source(worker.metrics)
         server = swp.serve(port=metrics_port)
+        metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
+        log.info("serving metrics on %s", metrics_url, extra={"metrics_url": metrics_url})
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -718,7 +746,7 @@ def run_worker(
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"sluiceway worker: {message}", file=sys.stderr)
+    say(log, logging.ERROR, f"sluiceway worker: {message}")
     return code
 
 
