@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import random
 import sys
@@ -251,6 +252,25 @@ def drain(
     return reports, times
 
 
+class LogCount(logging.Handler):
+    """Counts the engine's log records by level and by what they say first."""
+
+    def __init__(self) -> None:
+        """Nothing counted yet."""
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count one record."""
+        key = f"{record.levelname} {str(record.msg)[:28]}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def summary(self) -> str:
+        """The counts, most frequent first."""
+        ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{n:,} x {key!r}" for key, n in ranked[:6]) or "none"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chaos, print the books, return the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -267,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         help="leave one kind of fault out (repeatable), to tell faults apart",
     )
     args = ap.parse_args(argv)
+    logs = LogCount()
+    engine_log = logging.getLogger("sluiceway")
+    engine_log.addHandler(logs)  # counted, not printed: raising callbacks log by design
+    engine_log.propagate = False
     books = Books(min(int(args.seconds * 500_000) + 1_000_000, 100_000_000))
     faults = Faults(books, random.Random(args.seed), set(args.without))
     pipes = {"keyed": build(faults, keyed=True), "unkeyed": build(faults, keyed=False)}
@@ -348,6 +372,9 @@ def verdict(
         f"dead-lettered {dead_n:,} ({reasons})"
     )
     print(f"faults: {injected}")
+    for handler in logging.getLogger("sluiceway").handlers:
+        if isinstance(handler, LogCount):
+            print(f"engine log records: {handler.summary()}")
     print(
         f"drain: {drains}; duplicates {dup:,}, lost {lost:,} (reports: {report_lost:,}), "
         f"refused-but-handled {refused_handled:,}, foreign {len(books.foreign):,}, "

@@ -26,6 +26,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._policy import Breaker
+from ._ratelog import RateLog
 from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY, Shard
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["ADOPT", "BreakerState", "Lease", "Scheduler", "Signal", "Waiter"]
 
 ADOPT = 5  # the lease's shard is cut off: hand its due batch to a healthy shard
-log = logging.getLogger("sluiceway")
 
 
 class Waiter:
@@ -139,6 +139,7 @@ class Scheduler:
         self.flush_done = [0] * n
         self.breakers = [None if breaker is None else BreakerState(breaker) for _ in range(n)]
         self.suspended = False  # every breaker open: the pools withhold their tokens
+        self.ratelog = RateLog(st.now)
         self.cursor = 0
         self.last_scan = st.now()  # arrivals after this were not seen by any scan or stamp
         # Sleeping workers by role. Producers test ``parked`` (truthiness, no lock).
@@ -277,8 +278,13 @@ class Scheduler:
 
     def _breaker_changed(self, i: int, gate: BreakerState, now: float) -> None:
         state = gate.state(now)
-        log.warning(
-            "circuit breaker of shard %d is %s", i, state, extra={"shard": i, "breaker": state}
+        self.ratelog(
+            f"breaker-{i}",
+            logging.WARNING if state == "open" else logging.INFO,
+            "circuit breaker of shard %d is %s",
+            i,
+            state,
+            extra={"shard": i, "breaker": state},
         )
         self._check_all_open(now)
 
@@ -289,7 +295,9 @@ class Scheduler:
         )
         if all_open != self.suspended:
             self.suspended = all_open
-            log.warning(
+            self.ratelog(
+                "admission",
+                logging.WARNING,
                 "admission %s: %s",
                 "suspended" if all_open else "resumed",
                 "every breaker is open" if all_open else "a breaker lets calls through",

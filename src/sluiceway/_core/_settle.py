@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._policy import Retry
 from ._failure import Segment, judge
 from ._outcome import Outcomes
+from ._ratelog import RateLog
 
 if TYPE_CHECKING:
     from ._aio import LoopHost
     from ._shard import Shard
 
 __all__ = ["ABANDONED", "Settle"]
-
-log = logging.getLogger("sluiceway")
-LOG_EVERY = 5.0  # seconds between two log lines about failing handler calls
 
 
 class _Abandoned(Exception):
@@ -46,9 +43,7 @@ class Settle:
         self.host = host
         self.inflight: dict[int, list[Entry]] = {}
         self.retries = 0  # handler calls scheduled as retries (stats)
-        self._log_lock = threading.Lock()
-        self._log_at = float("-inf")
-        self._log_quiet = 0  # failures not logged since the last line
+        self.ratelog = RateLog(outcomes.st.now)
 
     def call(
         self, fn: Callable[[Any], object], arg: Any, shard: Shard | None, seg: Segment
@@ -109,23 +104,17 @@ class Settle:
     def _note(
         self, shard: Shard | None, seg: Segment, error: BaseException, reason: str, again: int
     ) -> None:
-        """Log failing calls, at most one line every LOG_EVERY seconds (never per item)."""
-        now = self.outcomes.st.now()
-        with self._log_lock:
-            if now - self._log_at < LOG_EVERY:
-                self._log_quiet += 1
-                return
-            quiet, self._log_quiet, self._log_at = self._log_quiet, 0, now
-        log.warning(
-            "handler call failed (%s: %s) on %s with %d items, attempt %d: %s"
-            " (%d more failures since the last report)",
+        """Log failing calls, a line every few seconds at most (never per item)."""
+        where = "the priority lane" if shard is None else f"shard {shard.index}"
+        self.ratelog(
+            "handler-error",
+            logging.WARNING,
+            "handler call failed (%s) on %s with %d items, attempt %d: %s",
             type(error).__name__,
-            error,
-            "the priority lane" if shard is None else f"shard {shard.index}",
+            where,
             len(seg.items),
             seg.calls,
             reason or ("calling again" if again else "settled"),
-            quiet,
             extra={
                 "shard": None if shard is None else shard.index,
                 "items": len(seg.items),
