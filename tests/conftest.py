@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -58,6 +59,21 @@ class Recorder:
         """Block until at least ``count`` priority items were handled."""
         with self.changed:
             return self.changed.wait_for(lambda: len(self.priority) >= count, timeout)
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers() -> Iterator[None]:
+    """Take off root log handlers a test left behind (the CLI installs them; the library never).
+
+    Otherwise a later test would log to a stream pytest has closed.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

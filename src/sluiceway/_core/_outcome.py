@@ -76,10 +76,10 @@ class Outcomes:
         records = [
             DeadLetter(item, reason, etype, message, text, calls, index, stamp) for item in items
         ]
+        self.sink.put(records)  # queued before counted: whoever sees the count waits for them
         with self.lock:
             self.dead_by_lane[lane] += n
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
-        self.sink.put(records)
         self._give_back(shard, n)
         _settle(seg.owners, processed=False)
 
