@@ -1,11 +1,13 @@
 """The scheduler: leases on shards, due times, breakers, and who sleeps and who wakes whom.
 
-Everything here changes only under ``Scheduler.lock``, and nothing outside this module
-changes it. A worker takes a :class:`Lease` on a due shard (``claim``), runs at most one
-handler call under it, and gives it back with ``unclaim``, which is the single place that
-resets what the lease carried: the breaker's probe mark, the shard's age stamp and flush
-request, and the busy flag. So a lease that ran nothing (an empty cut, a hand-off) cannot
-leave a half-open breaker marked as probing.
+Nothing outside this module changes this state. A worker takes a :class:`Lease` on a due
+shard (``claim``) with one atomic ``pop`` (no lock: under the GIL, a lock held by a
+preempted thread stalls every other), runs at most one handler call under it, and gives it
+back with ``unclaim``, the single place that resets what the lease carried: the breaker's
+probe mark, the shard's age stamp and flush request. Only the holder of a shard's lease
+writes that shard's scheduling fields, so a lease that ran nothing (an empty cut, a
+hand-off) cannot leave a half-open breaker marked as probing. Sleeping roles and waiters
+are under ``Scheduler.roles``, which producers take only to wake a sleeper.
 
 Sleeping workers take roles, so producers have at most one thread to think about:
 
@@ -32,7 +34,7 @@ from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY,
 if TYPE_CHECKING:
     from ._state import State
 
-__all__ = ["ADOPT", "BreakerState", "Lease", "Scheduler", "Signal", "Waiter"]
+__all__ = ["ADOPT", "BreakerState", "Lease", "Scan", "Scheduler", "Signal", "Waiter"]
 
 ADOPT = 5  # the lease's shard is cut off: hand its due batch to a healthy shard
 
@@ -123,25 +125,39 @@ class Lease:
         self.rest_since: float | None = None  # age stamp for what the cut left behind
 
 
+class Scan:
+    """One worker's place in the round of shards (each worker keeps its own)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor = 0
+
+
 class Scheduler:
     """Owns leases, due times, breakers, sleeping roles and room/idle waiters."""
 
     def __init__(self, st: State, breaker: Breaker | None) -> None:
         self.st = st
-        self.lock = threading.Lock()
         n = len(st.shards)
-        self.busy = [False] * n
+        # A lease is taken with an atomic ``free[i].pop()`` and given back with an append:
+        # of two workers racing for a shard, exactly one gets it, and no lock is held.
+        self.free = [[True] for _ in range(n)]
+        # Written only by the holder of shard i's lease (a scan that stamps a shard's age
+        # takes the lease for that moment):
         self.first_seen: list[float | None] = [None] * n  # oldest queued item first seen
-        # flush(): shard i is due while flush_asked[i] > flush_done[i] (epochs, so that a
-        # request made while a lease runs is not cleared when that lease ends).
-        self.flush_epoch = 0
-        self.flush_asked = [0] * n
-        self.flush_done = [0] * n
+        self.flush_done = [0] * n  # flush requests up to this epoch are served
         self.breakers = [None if breaker is None else BreakerState(breaker) for _ in range(n)]
+        self.flush_lock = threading.Lock()
+        self.flush_epoch = 0  # flush(): shards with queued items are due while it is ahead
+        self.suspend_lock = threading.Lock()  # admission suspended: rare, on breaker changes
         self.suspended = False  # every breaker open: the pools withhold their tokens
         self.ratelog = RateLog(st.now)
-        self.cursor = 0
-        self.last_scan = st.now()  # arrivals after this were not seen by any scan or stamp
+        # The latest scan (or listener wake-up): arrivals after it were seen by nobody. Every
+        # scan writes it, with no lock: a racing writer can only move it back by a scan's
+        # length, which makes a stamp earlier (a partial batch goes early), never later.
+        self.last_scan = st.now()
+        self.roles = threading.Lock()  # sleeping roles and waiters (producers touch these)
         # Sleeping workers by role. Producers test ``parked`` (truthiness, no lock).
         self.parked: deque[Waiter] = deque()
         self.timekeeper: Waiter | None = None
@@ -149,30 +165,13 @@ class Scheduler:
         self.room_waiters: list[Any] = []  # put() waiting for capacity
         self.idle_waiters: list[Any] = []  # wait_idle() waiting for outcomes
 
+    def busy(self, i: int) -> bool:
+        """Whether shard ``i`` is leased right now."""
+        return not self.free[i]
+
     # -- leases -----------------------------------------------------------------------------
-    def claim(self, now: float) -> tuple[Lease | None, float | None]:
+    def claim(self, now: float, view: Scan) -> tuple[Lease | None, float | None]:
         """Lease the next shard with work due, or say when some will be due."""
-        with self.lock:
-            return self._scan(now)
-
-    def unclaim(self, lease: Lease, now: float) -> None:
-        """End a lease: record its call's result, reset everything it carried."""
-        i = lease.shard.index
-        with self.lock:
-            gate = self.breakers[i]
-            if gate is not None:
-                gate.probing = False
-                if lease.result is not None and gate.record(lease.result, now):
-                    self._breaker_changed(i, gate, now)
-            if lease.cut:
-                self.first_seen[i] = lease.rest_since
-                if lease.rest_since is None:
-                    self.flush_done[i] = max(self.flush_done[i], lease.epoch)
-            self.busy[i] = False
-        if self.room_waiters or self.idle_waiters:
-            self.wake_waiters()
-
-    def _scan(self, now: float) -> tuple[Lease | None, float | None]:
         st = self.st
         if st.stopping:
             return None, None
@@ -183,14 +182,16 @@ class Scheduler:
         keyed = st.cfg.key is not None
         sizes = st.batch_sizes
         shards = st.shards
+        free = self.free
+        epoch = self.flush_epoch
         n = len(shards)
-        start = self.cursor
+        start = view.cursor
         seen_since = self.last_scan  # anything unstamped arrived after this
         self.last_scan = now
         deadline: float | None = None
         for k in range(n):
             i = (start + k) % n
-            if self.busy[i]:
+            if not free[i]:
                 continue
             shard = shards[i]
             gate = self.breakers[i]
@@ -198,7 +199,7 @@ class Scheduler:
             if gate is not None and not gate.allows(now):
                 if gate.open_until is not None and now < gate.open_until:
                     deadline = _sooner(deadline, gate.open_until)
-                    if not keyed and self._adoptable(shard, now, seen_since):
+                    if not keyed and self._adoptable(shard, now, seen_since, epoch):
                         reason = ADOPT
                 if reason < 0:
                     continue
@@ -220,50 +221,83 @@ class Scheduler:
                     reason = FLUSH_SIZE
                 elif draining:
                     reason = FLUSH_SHUTDOWN
-                elif self.flush_asked[i] > self.flush_done[i]:
+                elif epoch > self.flush_done[i]:
                     reason = FLUSH_MANUAL
                 else:
-                    first = self.first_seen[i]
-                    if first is None:
-                        self.first_seen[i] = first = seen_since
-                    if now < first + delay:
-                        deadline = _sooner(deadline, first + delay)
+                    first = self._stamp(i, seen_since)
+                    if first is None or now < first + delay:
+                        if first is not None:
+                            deadline = _sooner(deadline, first + delay)
                         continue
                     reason = FLUSH_TIME
+            try:
+                free[i].pop()  # atomic: of two racing workers, one gets the shard
+            except IndexError:
+                continue
             if self.first_seen[i] is None and reason != RETRY:
-                self.first_seen[i] = seen_since  # its items arrived after the last scan
-            self.busy[i] = True
+                self.first_seen[i] = seen_since  # its items arrived after our last scan
             probe = reason != ADOPT and gate is not None and gate.open_until is not None
             if probe:
                 gate.probing = True  # type: ignore[union-attr]
-            self.cursor = (i + 1) % n
-            return Lease(shard, reason, probe, self.flush_epoch), None
+            view.cursor = (i + 1) % n
+            return Lease(shard, reason, probe, epoch), None
         return None, deadline
 
-    def _adoptable(self, sick: Shard, now: float, seen_since: float) -> bool:
+    def _stamp(self, i: int, seen_since: float) -> float | None:
+        """Shard ``i``'s age stamp, stamping it now if it has none (None: leased meanwhile)."""
+        first = self.first_seen[i]
+        if first is not None:
+            return first
+        try:
+            self.free[i].pop()  # a moment's lease: only a holder writes the stamp
+        except IndexError:
+            return None
+        try:
+            first = self.first_seen[i]
+            if first is None:
+                self.first_seen[i] = first = seen_since
+        finally:
+            self.free[i].append(True)
+        return first
+
+    def unclaim(self, lease: Lease, now: float) -> None:
+        """End a lease: record its call's result, reset everything it carried."""
+        i = lease.shard.index
+        gate = self.breakers[i]
+        if gate is not None:
+            gate.probing = False
+            if lease.result is not None and gate.record(lease.result, now):
+                self._breaker_changed(i, gate, now)
+        if lease.cut:
+            self.first_seen[i] = lease.rest_since
+            if lease.rest_since is None and lease.epoch > self.flush_done[i]:
+                self.flush_done[i] = lease.epoch
+        self.free[i].append(True)  # last: the lease ends here
+        if self.room_waiters or self.idle_waiters:
+            self.wake_waiters()
+
+    def _adoptable(self, sick: Shard, now: float, seen_since: float, epoch: int) -> bool:
         """A cut-off shard has a due batch and a healthy shard could take it."""
         if not sick.depth():
             return False
         i = sick.index
-        first = self.first_seen[i]
-        if first is None:
-            self.first_seen[i] = first = seen_since
         due = (
             (sick.slots is not None and sick.slots.ready())
             or self.st.draining
-            or self.flush_asked[i] > self.flush_done[i]
-            or now >= first + self.st.cfg.max_delay
+            or epoch > self.flush_done[i]
         )
+        if not due:
+            first = self._stamp(i, seen_since)
+            due = first is not None and now >= first + self.st.cfg.max_delay
         return due and any(g is None or g.allows(now) for g in self.breakers)
 
     def healthy(self, now: float, besides: Shard) -> Shard | None:
         """The least loaded shard whose breaker lets calls through (for hand-offs)."""
-        with self.lock:
-            ok = [
-                s
-                for s, g in zip(self.st.shards, self.breakers, strict=True)
-                if s is not besides and (g is None or g.allows(now))
-            ]
+        ok = [
+            s
+            for s, g in zip(self.st.shards, self.breakers, strict=True)
+            if s is not besides and (g is None or g.allows(now))
+        ]
         return min(ok, key=lambda s: s.depth()) if ok else None
 
     def open_to_work(self, shard: Shard) -> bool:
@@ -290,53 +324,51 @@ class Scheduler:
 
     def _check_all_open(self, now: float) -> None:
         """Refuse admission while every breaker is open; admit again when one is not."""
-        all_open = all(
-            g is not None and g.open_until is not None and now < g.open_until for g in self.breakers
-        )
-        if all_open != self.suspended:
-            self.suspended = all_open
-            self.ratelog(
-                "admission",
-                logging.WARNING,
-                "admission %s: %s",
-                "suspended" if all_open else "resumed",
-                "every breaker is open" if all_open else "a breaker lets calls through",
-                extra={"suspended": all_open},
+        with self.suspend_lock:
+            all_open = all(
+                g is not None and g.open_until is not None and now < g.open_until
+                for g in self.breakers
             )
+            if all_open == self.suspended:
+                return
+            self.suspended = all_open
             for pool in self.st.pools():
                 if all_open:
                     pool.suspend()
                 else:
                     pool.resume()
+        self.ratelog(
+            "admission",
+            logging.WARNING,
+            "admission %s: %s",
+            "suspended" if all_open else "resumed",
+            "every breaker is open" if all_open else "a breaker lets calls through",
+            extra={"suspended": all_open},
+        )
 
     # -- requests from outside ---------------------------------------------------------------
     def ask_flush(self) -> None:
         """Every shard with queued items is due now (``Pipeline.flush``)."""
-        with self.lock:
+        with self.flush_lock:
             self.flush_epoch += 1
-            for shard in self.st.shards:
-                if shard.depth():
-                    self.flush_asked[shard.index] = self.flush_epoch
         self.wake_all()
 
     def drain(self) -> None:
         """Shutdown began: every partial batch is due (set before the pools close)."""
-        with self.lock:
-            self.st.draining = True
+        self.st.draining = True
 
     def stop(self) -> None:
         """No lease is granted from now on; engine threads leave their loops."""
-        with self.lock:
-            self.st.stopping = True
+        self.st.stopping = True
         self.wake_all()
         self.st.prio_parked = False
         self.st.prio_waiter.wake()
 
     # -- sleeping and waking -----------------------------------------------------------------
-    def sleep(self, me: Waiter, deadline: float | None) -> Lease | None:
+    def sleep(self, me: Waiter, deadline: float | None, view: Scan) -> Lease | None:
         """Sleep in the first free role, or return a lease that came due meanwhile."""
         st = self.st
-        with self.lock:
+        with self.roles:
             if deadline is not None and self.timekeeper is None:
                 role = 0
                 self.timekeeper = me
@@ -346,21 +378,20 @@ class Scheduler:
             else:
                 role = 2
                 self.bench.append(me)
-            # Look once more with the role taken: a producer that appended before it could
-            # see us asleep will not wake us, so its item must be visible now.
-            now = st.now()
-            lease, again = self._scan(now)
-            timeout: float | None = None
-            if lease is None and again is not None:
-                # Unstamped arrivals are due max_delay after the last scan at the latest.
-                timeout = min(again, self.last_scan + st.cfg.max_delay) - now
-            if lease is not None or self.st.stopping or st.pq:
-                self._leave(role, me)
-                return lease
-        st.clock.wait(me.lock, timeout)
-        with self.lock:
+        # Look once more with the role taken: a producer that appended before it could see
+        # us asleep will not wake us, so its item must be visible now.
+        now = st.now()
+        lease, again = self.claim(now, view)
+        # Sleep only in a role that still fits: a timekeeper with nothing timed to wait for
+        # (or a listener that now has a deadline) looks again and takes the right role.
+        fits = role == 2 or (again is None) == (role == 1)
+        if lease is None and fits and not st.stopping and not st.pq:
+            # Unstamped arrivals are due max_delay after this scan at the latest.
+            timeout = None if again is None else min(again - now, st.cfg.max_delay)
+            st.clock.wait(me.lock, timeout)
+        with self.roles:
             self._leave(role, me)
-        return None
+        return lease
 
     def _leave(self, role: int, me: Waiter) -> None:
         if role == 0:
@@ -372,13 +403,13 @@ class Scheduler:
             _remove(self.bench, me)
 
     def _wake_role(self) -> bool:
-        """Wake the timekeeper, else the listener. Hold ``self.lock``."""
+        """Wake the timekeeper, else the listener. Hold ``self.roles``."""
         waiter = self.timekeeper
         if waiter is not None:
             self.timekeeper = None
         elif self.parked:
             waiter = self.parked.popleft()
-            self.last_scan = self.st.now()  # later arrivals are not stamped: scans cover them
+            self.last_scan = self.st.now()  # later arrivals are unstamped: scans cover them
         else:
             return False
         waiter.wake()
@@ -386,25 +417,25 @@ class Scheduler:
 
     def arrived(self) -> None:
         """Slow path of ``submit``, taken only while the listener sleeps: wake it."""
-        with self.lock:
+        with self.roles:
             if self.parked:
                 self._wake_role()
 
     def batch_full(self) -> None:
         """A batch is full: wake the timekeeper, if one sleeps (``Seal`` and signal tokens)."""
         if self.timekeeper is not None:
-            with self.lock:
+            with self.roles:
                 self._wake_role()
 
     def wake_bench(self) -> None:
         """Wake one benched worker."""
-        with self.lock:
+        with self.roles:
             if self.bench:
                 self.bench.popleft().wake()
 
     def wake_all(self) -> None:
         """Wake every sleeping worker (flush, drain, stop)."""
-        with self.lock:
+        with self.roles:
             while self._wake_role():
                 pass
             while self.bench:
@@ -413,12 +444,12 @@ class Scheduler:
     # -- room and idle waiters -----------------------------------------------------------------
     def add_waiter(self, waiters: list[Any], waiter: Any) -> None:
         """Register a ``put`` (room) or ``wait_idle`` (idle) waiter."""
-        with self.lock:
+        with self.roles:
             waiters.append(waiter)
 
     def remove_waiter(self, waiters: list[Any], waiter: Any) -> None:
         """A waiter gives up (timed out): forget it, whether or not it was woken."""
-        with self.lock:
+        with self.roles:
             try:
                 waiters.remove(waiter)
             except ValueError:
@@ -426,7 +457,7 @@ class Scheduler:
 
     def wake_waiters(self) -> None:
         """Capacity came back or outcomes were counted: wake every room and idle waiter."""
-        with self.lock:
+        with self.roles:
             woken = self.room_waiters + self.idle_waiters
             self.room_waiters.clear()
             self.idle_waiters.clear()

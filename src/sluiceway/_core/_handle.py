@@ -19,11 +19,11 @@ from collections import deque
 
 from ._balance import Balancer, give, receive
 from ._batch import cut
-from ._claim import ADOPT, Lease, Scheduler, Waiter
+from ._claim import ADOPT, Lease, Scan, Scheduler, Waiter
 from ._failure import Segment, owners_of, requeue
 from ._priority import PriorityLane
 from ._settle import ABANDONED, Settle
-from ._shard import FLUSH_MANUAL, FLUSH_SHUTDOWN, FLUSH_SIZE, FLUSH_TIME, RETRY, Shard
+from ._shard import FLUSH_SHUTDOWN, FLUSH_SIZE, RETRY, Shard
 from ._state import State
 from ._threads import mark_engine_thread
 
@@ -105,6 +105,7 @@ class Workers:
         ready = st.ready
         me = Waiter()
         now = st.now
+        view = Scan()
         pq = st.pq
         serve = self.lane.serve
         while True:
@@ -116,10 +117,10 @@ class Workers:
                 if st.stopping:
                     return
                 self.balancer.maybe_step(now(), sched.open_to_work)
-                lease, deadline = sched.claim(now())
+                lease, deadline = sched.claim(now(), view)
                 if lease is None:
                     ready[index] = 0
-                    lease = sched.sleep(me, deadline)
+                    lease = sched.sleep(me, deadline, view)
                     if lease is None:
                         continue
                 # Not ready while in the handler; a priority item that came just before we
@@ -153,7 +154,7 @@ class Workers:
         born = self.sched.first_seen[shard.index]
         items, marks = cut(shard, size)
         lease.cut = True
-        if shard.depth():
+        if shard.depth():  # what is left counts as first seen by the latest scan
             lease.rest_since = self.sched.last_scan
         if not items:
             return
@@ -161,14 +162,9 @@ class Workers:
         if lease.reason == ADOPT:
             self._hand_over(shard, seg, now)
             return
-        if len(items) >= size:
-            reason = FLUSH_SIZE
-        elif st.draining:
-            reason = FLUSH_SHUTDOWN
-        elif lease.reason == FLUSH_MANUAL:
-            reason = FLUSH_MANUAL
-        else:
-            reason = FLUSH_TIME
+        reason = lease.reason  # why the batch was due: size, time, flush() or the drain
+        if reason == FLUSH_SIZE and len(items) < size and st.draining:
+            reason = FLUSH_SHUTDOWN  # a slot the closing pool completed with SKIP markers
         shard.flushes[reason] += 1
         self.call(lease, seg)
 
@@ -241,5 +237,5 @@ class Workers:
 
     def _more_due(self) -> bool:
         sizes = self.st.batch_sizes
-        busy = self.sched.busy
-        return any(not busy[s.index] and s.depth() >= sizes[s.index] for s in self.st.shards)
+        free = self.sched.free
+        return any(free[s.index] and s.depth() >= sizes[s.index] for s in self.st.shards)

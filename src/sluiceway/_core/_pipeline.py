@@ -445,7 +445,7 @@ class Pipeline:
                 done[s.index],
                 dead[s.index],
                 s.batches,
-                sched.busy[s.index],
+                sched.busy(s.index),
                 sched.breaker_state(s.index, now),
                 sizes[s.index],
                 s.steals_out,
