@@ -336,3 +336,22 @@ def test_priority_bodies_go_to_the_priority_subject(
         return got
 
     assert asyncio.run(subjects()) == {1: "sluiceway.events", 2: "sluiceway.events.priority"}
+
+
+def test_only_a_canonical_positive_suffix_counts_as_an_offset() -> None:
+    """``order`` and ``order+0``, ``x+1`` and ``x+01``: distinct keys, distinct envelope ids.
+
+    Only ``+[1-9][0-9]*`` is a suffix: any other key is a base of its own, so two different
+    bodies never share a ``Nats-Msg-Id`` (JetStream would drop the second as a duplicate).
+    """
+
+    def ids(key: str) -> list[str]:
+        return [i for i, _, _ in split_envelopes([{"n": 1}], key, 10, 1 << 20)]
+
+    assert ids("order") == ["order:0"]
+    assert ids("order+0") != ids("order")
+    assert ids("x+1") == ["x:1"]  # a suffix: counts from x's start
+    assert ids("x+01") != ids("x+1")
+    assert ids("x+007") != ids("x:7")
+    assert ids("x+007") != ids("x+7")
+    assert len({ids(k)[0] for k in ("a", "a+0", "a+00", "a+01", "a+1", "a+-1")}) == 6

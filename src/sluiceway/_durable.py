@@ -11,7 +11,9 @@ a prefix, and nothing beyond it was sent.
 
 Each envelope of a request with an ``Idempotency-Key`` carries ``Nats-Msg-Id:
 <key>:<offset>`` (``offset``: the index of its first event in the send; a key
-``<base>+<n>``, the clients' key for a refused suffix, counts from ``<base>``'s start), so
+``<base>+<n>``, the clients' key for a refused suffix, counts from ``<base>``'s start; only
+a canonical positive ``n``, ``[1-9][0-9]*``, is a suffix: ``k+0`` or ``k+01`` is a base of
+its own, so two different keys never share an id), so
 an envelope sent again within the stream's ``duplicate_window``, by a client resending after
 a timeout or a suffix after a 429, is dropped by JetStream instead of stored twice. Events
 that are objects without ``"id"`` get ``"<key>:<offset>-<n>"`` (or a random envelope id
@@ -63,7 +65,7 @@ __all__ = [
 
 log = logging.getLogger("sluiceway.serve")
 
-_SUFFIX = re.compile(r"^(.*)\+(\d+)$")
+_SUFFIX = re.compile(r"^(.*)\+([1-9][0-9]*)$")  # only a canonical positive offset
 _OVERHEAD = len(b'{"id":"","events":[]}')
 _HEADER_ROOM = 512  # the Nats-Msg-Id header and the protocol line, within max_payload
 
@@ -225,6 +227,11 @@ class DurableIngest:
             "Envelopes stored in the stream.",
             registry=registry,
         )
+        self.duplicates = Counter(
+            "sluiceway_ingest_duplicate_envelopes",
+            "Envelopes JetStream had already stored under the same Nats-Msg-Id (a resend).",
+            registry=registry,
+        )
         self.refused = Counter(
             "sluiceway_ingest_refused_events",
             "Events answered with 429 (the stream refused or did not acknowledge in time).",
@@ -289,12 +296,18 @@ class DurableIngest:
         for envelope_id, payload, count in envelopes:
             headers = {"Nats-Msg-Id": envelope_id} if keyed else None
             try:
-                await self.js.publish(
+                ack = await self.js.publish(
                     subject, payload, timeout=self.ack_timeout, stream=self.stream, headers=headers
                 )
             except Exception as exc:  # noqa: BLE001 - a refusal, a timeout, a lost connection
                 return accepted, _describe(exc)
             accepted += count
+            if getattr(ack, "duplicate", False):
+                # Stored before under this id (a resend, or a suffix resent by a client):
+                # counted as accepted, as the earlier send stored it; not stored again.
+                self.duplicates.inc()
+                log.debug("envelope %s was already stored: not stored again", envelope_id)
+                continue
             self.envelopes.inc()
         return accepted, None
 
