@@ -355,3 +355,38 @@ def test_only_a_canonical_positive_suffix_counts_as_an_offset() -> None:
     assert ids("x+007") != ids("x:7")
     assert ids("x+007") != ids("x+7")
     assert len({ids(k)[0] for k in ("a", "a+0", "a+00", "a+01", "a+1", "a+-1")}) == 6
+
+
+def test_a_large_body_is_parsed_and_split_off_the_event_loop(server: NatsServer) -> None:
+    """``serve --nats``: while a body over 256 KiB is parsed, /healthz answers within 1 s."""
+    from sluiceway._durable import StreamLimits, durable_ingest_app
+    from tests.test_http import Running
+
+    slow = threading.Event()
+
+    def validate(event: Any) -> None:
+        if event.get("n") == 0:
+            slow.set()
+            time.sleep(2.0)  # a slow parse of a big body: the loop must stay free
+
+    app = durable_ingest_app(server.url, limits=StreamLimits(), validate=validate)
+    r = Running(app)
+    try:
+        body = _body(range(30_000))
+        assert len(body) > 256 * 1024
+        done: dict[str, int] = {}
+
+        def post() -> None:
+            resp = httpx.post(f"{r.url}/v1/events", content=body, headers=NDJSON, timeout=30)
+            done["status"] = resp.status_code
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        assert slow.wait(10)
+        started = time.monotonic()
+        assert httpx.get(f"{r.url}/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 1.0
+        thread.join(30)
+        assert done["status"] == 202
+    finally:
+        r.stop()

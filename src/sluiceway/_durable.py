@@ -47,8 +47,10 @@ from starlette.routing import Route
 from ._idempotency import Answer, IdempotencyStore, KeyStore
 from ._nats_wire import ensure_streams, subjects
 from .http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_INFLIGHT_BYTES,
+    OFF_LOOP_BYTES,
     Bodies,
     _json,
     answer_once,
@@ -330,6 +332,7 @@ def durable_ingest_app(
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
     idempotency_store: KeyStore | None = None,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """The ingest ASGI app whose 202 means "stored in the JetStream stream".
 
@@ -337,7 +340,8 @@ def durable_ingest_app(
     (``?wait=true`` is not offered: the handler runs in another tier). ``limits``: create
     or update the stream with these bounds at startup (None: use the stream as it is).
     ``envelope_events``: events per envelope at most; ``ack_timeout``: seconds to wait for
-    each envelope's ack before answering 429.
+    each envelope's ack before answering 429. ``body_timeout``: as for ``ingest_app`` (408).
+    Bodies over 256 KiB are parsed and cut into envelopes in a worker thread.
     """
     keys = idempotency_store
     if keys is None and idempotency_keys > 0:
@@ -360,6 +364,7 @@ def durable_ingest_app(
         max_inflight_bytes=max_inflight_bytes,
         validate=validate,
         retry_after=retry,
+        body_timeout=body_timeout,
     )
 
     async def events(request: Request) -> Response:
@@ -377,7 +382,11 @@ def durable_ingest_app(
                 return parsed
             batch = parsed.events
             try:
-                envelopes = split_envelopes(batch, key, ingest.envelope_events, ingest.limit)
+                split = (batch, key, ingest.envelope_events, ingest.limit)
+                if len(parsed.body) > OFF_LOOP_BYTES:  # keep the loop free meanwhile
+                    envelopes = await asyncio.to_thread(split_envelopes, *split)
+                else:
+                    envelopes = split_envelopes(*split)
             except EventTooLarge as exc:
                 line = parsed.line_of(exc.index)
                 return Answer(413, {"error": str(exc), "line": line, "index": exc.index}, {})

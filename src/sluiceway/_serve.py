@@ -227,6 +227,7 @@ def app_factory() -> Any:
         protect_metrics=options["protect_metrics"],
         idempotency_keys=options["idempotency_keys"],
         idempotency_ttl=options["idempotency_ttl"],
+        body_timeout=options["body_timeout"],
         idempotency_store=shared,
     )
     ingest: Ingest = app.state.sluiceway
@@ -371,6 +372,7 @@ def serve(
     protect_metrics: bool = False,
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
+    body_timeout: float | None = 30.0,
 ) -> int:
     """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
 
@@ -407,6 +409,7 @@ def serve(
                 "protect_metrics": protect_metrics,
                 "idempotency_keys": idempotency_keys,
                 "idempotency_ttl": idempotency_ttl,
+                "body_timeout": body_timeout,
                 "workers": workers,
             }
         )
@@ -552,6 +555,7 @@ def _serve(args: Any) -> int:
         protect_metrics=args.protect_metrics,
         idempotency_keys=args.idempotency_keys,
         idempotency_ttl=args.idempotency_ttl,
+        body_timeout=args.body_timeout or None,
         max_body=args.max_body,
         drain_timeout=args.drain_timeout,
         dead_letters=args.dead_letters,

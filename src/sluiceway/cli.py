@@ -163,6 +163,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="bytes of request bodies read at once per worker; beyond it: 503 (default 64 MiB)",
     )
     serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body not received within this long gets 408 and its bytes are "
+        "released (default 30; 0: no limit)",
+    )
+    serve.add_argument(
         "--drain-timeout",
         type=_seconds,
         default=30.0,
