@@ -6,6 +6,7 @@ import argparse
 import importlib
 import math
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 
 from ._logging import FORMATS, LEVELS, configure
@@ -65,6 +66,31 @@ def _whole(low: int, high: int | None = None) -> type:
         return value
 
     return parse  # type: ignore[return-value]
+
+
+def _nats_name(text: str) -> str:
+    """An argparse type for a stream or consumer name (no ``.``, ``*``, ``>``, whitespace)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a NATS name may not be empty")
+    if any(c in ".*>" or c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"a NATS name may not contain '.', '*', '>' or whitespace: {text!r}"
+        )
+    return text
+
+
+def _nats_url(text: str) -> str:
+    """An argparse type for NATS server URL(s), comma-separated."""
+    for url in text.split(","):
+        full = url.strip() if "://" in url else f"nats://{url.strip()}"
+        try:
+            parts = urllib.parse.urlsplit(full)
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a URL: {url!r} ({exc})") from None
+        if not parts.hostname:
+            raise argparse.ArgumentTypeError(f"not a URL: {url!r} (no host)")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -219,8 +245,12 @@ def _durable_arguments(serve: argparse.ArgumentParser) -> None:
         "Publish the events to a JetStream stream and answer 202 only once it has stored "
         "them (docs/topology.md); `sluiceway worker` runs the handler. No factory.",
     )
-    durable.add_argument("--nats", default=None, metavar="URL", help="NATS server URL(s)")
-    durable.add_argument("--stream", default="SLUICEWAY", help="stream (default SLUICEWAY)")
+    durable.add_argument(
+        "--nats", type=_nats_url, default=None, metavar="URL", help="NATS server URL(s)"
+    )
+    durable.add_argument(
+        "--stream", type=_nats_name, default="SLUICEWAY", help="stream (default SLUICEWAY)"
+    )
     durable.add_argument(
         "--subject",
         default="sluiceway.events",
@@ -384,16 +414,22 @@ def _parser() -> argparse.ArgumentParser:
         "Needs: pip install 'sluiceway[nats]'.",
     )
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
-    worker.add_argument("--nats", required=True, help="server URL, e.g. nats://127.0.0.1:4222")
-    worker.add_argument("--stream", default="SLUICEWAY")
+    worker.add_argument(
+        "--nats", required=True, type=_nats_url, help="server URL, e.g. nats://127.0.0.1:4222"
+    )
+    worker.add_argument("--stream", type=_nats_name, default="SLUICEWAY")
     worker.add_argument("--subject", default="sluiceway.events")
-    worker.add_argument("--durable", default="sluiceway")
-    worker.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
-    worker.add_argument("--max-deliver", type=int, default=5)
-    worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    worker.add_argument("--durable", type=_nats_name, default="sluiceway")
+    worker.add_argument(
+        "--ack-wait", type=_positive(float), default=30.0, help="seconds before redelivery"
+    )
+    worker.add_argument("--max-deliver", type=_whole(1), default=5)
+    worker.add_argument(
+        "--metrics-port", type=_whole(0, 65535), default=None, help="serve /metrics here"
+    )
     worker.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_positive(float),
         default=10.0,
         help="seconds to keep trying to reach the server at start-up before exiting with an "
         "error (default 10); once connected it reconnects for ever",
