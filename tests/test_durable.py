@@ -390,3 +390,47 @@ def test_a_large_body_is_parsed_and_split_off_the_event_loop(server: NatsServer)
         assert done["status"] == 202
     finally:
         r.stop()
+
+
+def _serve_fails(url: str, tmp_path: Path, *extra: str) -> str:
+    """Run ``serve --nats url ...`` expecting it to stop at start-up; its one stderr line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "serve", "--nats", url,
+         "--port", str(_free_port()), *extra],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_an_existing_stream_without_the_subject_is_refused_at_start_up(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """``--subject orders`` against a stream that carries only ``sluiceway.events``: exit 2.
+
+    Before, the server started and answered 429 to every request.
+    """
+
+    async def create() -> None:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().add_stream(
+            name="SLUICEWAY", subjects=["sluiceway.events", "sluiceway.events.priority"]
+        )
+        await nc.close()
+
+    asyncio.run(create())
+    line = _serve_fails(server.url, tmp_path, "--subject", "orders")
+    assert "SLUICEWAY" in line
+    assert "orders" in line
+    assert "does not carry" in line
+
+
+@pytest.mark.parametrize("subject", ["a b", "x.>", "x.*", "a..b", ""])
+def test_a_bad_subject_is_one_clear_line(server: NatsServer, tmp_path: Path, subject: str) -> None:
+    """A subject one cannot publish to (whitespace, a wildcard, an empty token): exit 2."""
+    line = _serve_fails(server.url, tmp_path, "--stream", "FRESH", "--subject", subject)
+    assert "not a subject to publish to" in line
+    assert "err_code" not in line

@@ -93,6 +93,7 @@ async def ensure_ingest_stream(js: Any, stream: str, subject: str, limits: Strea
     does. An existing stream keeps its subjects and retention (and a limit given as None);
     the others are set.
     """
+    check_subject(subject)
     regular, priority, _ = subjects(subject)
     window = limits.duplicate_window
     bounds: dict[str, Any] = {"discard": DiscardPolicy.NEW, "duplicate_window": window}
@@ -112,11 +113,40 @@ async def ensure_ingest_stream(js: Any, stream: str, subject: str, limits: Strea
         await js.add_stream(config)
     else:
         current = info.config
+        carried = list(current.subjects or [])
+        missing = [s for s in (regular, priority) if not any(_covers(c, s) for c in carried)]
+        if missing:
+            raise ValueError(
+                f"stream {stream} does not carry subject {' nor '.join(missing)} "
+                f"(its subjects: {', '.join(carried) or 'none'}); use its subject or "
+                "another --stream"
+            )
         if any(getattr(current, k) != v for k, v in bounds.items()):
             for k, v in bounds.items():
                 setattr(current, k, v)
             await js.update_stream(current)
     await ensure_streams(js, stream, subject)
+
+
+def check_subject(subject: str) -> None:
+    """ValueError unless ``subject`` is one a message can be published to (no wildcard)."""
+    tokens = subject.split(".")
+    if not subject or any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
+        raise ValueError(
+            f"{subject!r} is not a subject to publish to (dot-separated non-empty tokens, "
+            "no whitespace, no * or > wildcard)"
+        )
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """True when the stream subject ``pattern`` (wildcards allowed) matches ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 def _base(key: str | None) -> tuple[str, int]:
