@@ -57,7 +57,6 @@ def test_good_arguments_parse() -> None:
         (["--durable", "a b"], "--durable: a NATS name may not contain"),
         (["--stream", "A*"], "--stream: a NATS name may not contain"),
         (["--stream", ""], "--stream: a NATS name may not be empty"),
-        (["--nats", "nats://[::1"], "--nats: not a URL"),
         (["--ack-wait", "0"], "--ack-wait: must be > 0"),
         (["--max-deliver", "0"], "--max-deliver: must be at least 1, got 0"),
         (["--max-deliver", "-5"], "--max-deliver: must be at least 1, got -5"),
