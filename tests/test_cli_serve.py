@@ -46,3 +46,30 @@ def test_good_arguments_parse() -> None:
     assert args.graceful_timeout == 60.0
     assert args.max_inflight_bytes == 64 * 2**20
     assert args.dead_letters == "sluiceway-dead-letters.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--metrics-port", "99999"], "--metrics-port: must be within 0..65535, got 99999"),
+        (["--stream", "a.b"], "--stream: a NATS name may not contain"),
+        (["--durable", "a.b"], "--durable: a NATS name may not contain"),
+        (["--durable", "a b"], "--durable: a NATS name may not contain"),
+        (["--stream", "A*"], "--stream: a NATS name may not contain"),
+        (["--stream", ""], "--stream: a NATS name may not be empty"),
+        (["--ack-wait", "0"], "--ack-wait: must be > 0"),
+        (["--max-deliver", "0"], "--max-deliver: must be at least 1, got 0"),
+        (["--max-deliver", "-5"], "--max-deliver: must be at least 1, got -5"),
+        (["--connect-timeout", "-1"], "--connect-timeout: must be > 0"),
+    ],
+)
+def test_bad_worker_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sluiceway worker``: each bad value is an argparse error (exit 2), no traceback."""
+    with pytest.raises(SystemExit) as info:
+        _parser().parse_args(["worker", "app:make", "--nats", "nats://127.0.0.1:4222", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err

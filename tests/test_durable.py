@@ -336,3 +336,101 @@ def test_priority_bodies_go_to_the_priority_subject(
         return got
 
     assert asyncio.run(subjects()) == {1: "sluiceway.events", 2: "sluiceway.events.priority"}
+
+
+def test_only_a_canonical_positive_suffix_counts_as_an_offset() -> None:
+    """``order`` and ``order+0``, ``x+1`` and ``x+01``: distinct keys, distinct envelope ids.
+
+    Only ``+[1-9][0-9]*`` is a suffix: any other key is a base of its own, so two different
+    bodies never share a ``Nats-Msg-Id`` (JetStream would drop the second as a duplicate).
+    """
+
+    def ids(key: str) -> list[str]:
+        return [i for i, _, _ in split_envelopes([{"n": 1}], key, 10, 1 << 20)]
+
+    assert ids("order") == ["order:0"]
+    assert ids("order+0") != ids("order")
+    assert ids("x+1") == ["x:1"]  # a suffix: counts from x's start
+    assert ids("x+01") != ids("x+1")
+    assert ids("x+007") != ids("x:7")
+    assert ids("x+007") != ids("x+7")
+    assert len({ids(k)[0] for k in ("a", "a+0", "a+00", "a+01", "a+1", "a+-1")}) == 6
+
+
+def test_a_large_body_is_parsed_and_split_off_the_event_loop(server: NatsServer) -> None:
+    """``serve --nats``: while a body over 256 KiB is parsed, /healthz answers within 1 s."""
+    from sluiceway._durable import StreamLimits, durable_ingest_app
+    from tests.test_http import Running
+
+    slow = threading.Event()
+
+    def validate(event: Any) -> None:
+        if event.get("n") == 0:
+            slow.set()
+            time.sleep(2.0)  # a slow parse of a big body: the loop must stay free
+
+    app = durable_ingest_app(server.url, limits=StreamLimits(), validate=validate)
+    r = Running(app)
+    try:
+        body = _body(range(30_000))
+        assert len(body) > 256 * 1024
+        done: dict[str, int] = {}
+
+        def post() -> None:
+            resp = httpx.post(f"{r.url}/v1/events", content=body, headers=NDJSON, timeout=30)
+            done["status"] = resp.status_code
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        assert slow.wait(10)
+        started = time.monotonic()
+        assert httpx.get(f"{r.url}/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 1.0
+        thread.join(30)
+        assert done["status"] == 202
+    finally:
+        r.stop()
+
+
+def _serve_fails(url: str, tmp_path: Path, *extra: str) -> str:
+    """Run ``serve --nats url ...`` expecting it to stop at start-up; its one stderr line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "serve", "--nats", url,
+         "--port", str(_free_port()), *extra],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_an_existing_stream_without_the_subject_is_refused_at_start_up(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """``--subject orders`` against a stream that carries only ``sluiceway.events``: exit 2.
+
+    Before, the server started and answered 429 to every request.
+    """
+
+    async def create() -> None:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().add_stream(
+            name="SLUICEWAY", subjects=["sluiceway.events", "sluiceway.events.priority"]
+        )
+        await nc.close()
+
+    asyncio.run(create())
+    line = _serve_fails(server.url, tmp_path, "--subject", "orders")
+    assert "SLUICEWAY" in line
+    assert "orders" in line
+    assert "does not carry" in line
+
+
+@pytest.mark.parametrize("subject", ["a b", "x.>", "x.*", "a..b", ""])
+def test_a_bad_subject_is_one_clear_line(server: NatsServer, tmp_path: Path, subject: str) -> None:
+    """A subject one cannot publish to (whitespace, a wildcard, an empty token): exit 2."""
+    line = _serve_fails(server.url, tmp_path, "--stream", "FRESH", "--subject", subject)
+    assert "not a subject to publish to" in line
+    assert "err_code" not in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -667,3 +668,93 @@ def test_a_whole_send_repeated_with_its_key_is_not_admitted_twice(serve: Any) ->
     assert p.wait_idle(WAIT)
     assert p.stats().accepted == 5
     assert sorted(e["id"] for e in gate.seen) == list(range(5))
+
+
+def test_a_body_not_sent_in_time_gets_408_and_releases_its_reservation(serve: Any) -> None:
+    """Slowloris: a body declared large but never sent is cut off after ``body_timeout``.
+
+    A connection declares a body that fills ``max_inflight_bytes`` and sends one byte: others
+    get 503 meanwhile; it gets 408 once the timeout passes, and the bytes it reserved are
+    free again: a normal POST is admitted.
+    """
+    r, _ = serve(sw.Pipeline(Gate()), max_inflight_bytes=1000, body_timeout=0.5)
+    ingest = r.server.config.app.state.sluiceway
+    started = time.monotonic()
+    slow = _raw_post(r.url, 900, b"{")
+    deadline = time.monotonic() + WAIT
+    while ingest.inflight_bytes == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    blocked = _raw_post(r.url, 500, b"")
+    assert _raw_answer(blocked).startswith("http/1.1 503")
+    blocked.close()
+    answer = _raw_answer(slow)
+    slow.close()
+    assert answer.startswith("http/1.1 408"), answer
+    assert 0.4 < time.monotonic() - started < WAIT
+    deadline = time.monotonic() + WAIT
+    while ingest.inflight_bytes:
+        assert time.monotonic() < deadline, "the reservation was not released"
+        time.sleep(0.01)
+    after = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(40)), headers=NDJSON)
+    assert after.status_code == 202
+
+
+def test_a_client_aborting_mid_body_logs_no_traceback(serve: Any) -> None:
+    """A client that closes its connection mid-body: no error logged, reservation released."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    r, _ = serve(sw.Pipeline(Gate()))  # (uvicorn configures its loggers as it starts)
+    handler = Keep(logging.DEBUG)
+    watched = [logging.getLogger(n) for n in ("uvicorn.error", "sluiceway.http", "sluiceway")]
+    for logger in watched:
+        logger.addHandler(handler)
+    try:
+        ingest = r.server.config.app.state.sluiceway
+        for _ in range(5):
+            conn = _raw_post(r.url, 100, b'[{"id":')
+            time.sleep(0.05)
+            conn.close()
+        deadline = time.monotonic() + WAIT
+        while ingest.inflight_bytes:
+            assert time.monotonic() < deadline, "the reservation was not released"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        after = httpx.post(f"{r.url}/v1/events", content=_ndjson(range(3)), headers=NDJSON)
+        assert after.status_code == 202
+    finally:
+        for logger in watched:
+            logger.removeHandler(handler)
+    assert not [x for x in records if x.levelno >= logging.WARNING or x.exc_info], records
+
+
+def test_a_large_body_is_parsed_off_the_event_loop(serve: Any) -> None:
+    """While a large body (over 256 KiB) is parsed and validated, /healthz answers promptly."""
+    slow = threading.Event()
+
+    def validate(event: Any) -> None:
+        if event.get("id") == 0:
+            slow.set()
+            time.sleep(2.0)  # a slow validation of a big body: the loop must stay free
+
+    r, _ = serve(sw.Pipeline(Gate()), validate=validate)
+    body = _ndjson(range(30_000))
+    assert len(body) > 256 * 1024
+    done: dict[str, int] = {}
+
+    def post() -> None:
+        resp = httpx.post(f"{r.url}/v1/events", content=body, headers=NDJSON, timeout=WAIT)
+        done["status"] = resp.status_code
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    assert slow.wait(WAIT)
+    started = time.monotonic()
+    assert httpx.get(f"{r.url}/healthz", timeout=WAIT).status_code == 200
+    assert time.monotonic() - started < 1.0
+    thread.join(WAIT)
+    assert done["status"] == 202

@@ -710,6 +710,7 @@ def test_worker_without_server_gives_up_after_connect_timeout(tmp_path: Path) ->
         ("http://127.0.0.1:4222", "scheme"),
         ("nats://no-such-host.invalid:4222", "resolve"),
         ("nats://", "host"),
+        ("nats://[::1", "not a URL"),
     ],
 )
 def test_worker_bad_url_fails_at_once(tmp_path: Path, url: str, words: str) -> None:
@@ -989,3 +990,35 @@ def test_worker_with_a_bad_factory_is_one_line_and_exit_2(tmp_path: Path) -> Non
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "not a sluiceway.Pipeline" in lines[0]
+
+
+def test_close_while_the_broker_is_down_closes_and_says_not_confirmed(tmp_path: Path) -> None:
+    """``close()`` with the broker gone closes the connection and says "not confirmed stored".
+
+    No reconnecting goes on in the background afterwards, and the error does not claim the
+    events were not stored: a broker that received them may still store them.
+    """
+    broker = NatsServer(tmp_path / "js")
+
+    async def main() -> None:
+        pub = await Publisher(broker.url, create_stream=True, ack_timeout=1).start()
+        await pub.publish({"n": 0})
+        await pub.flush()
+        broker.stop()
+        await asyncio.sleep(0.3)
+        for n in range(1, 4):
+            await pub.publish({"n": n})
+        started = time.monotonic()
+        with pytest.raises(PublishError) as info:
+            await pub.close()
+        assert time.monotonic() - started < 10
+        assert "not confirmed stored" in str(info.value)
+        assert "may still be stored" in str(info.value)
+        assert sorted(e["n"] for e in info.value.events) == [1, 2, 3]
+        assert pub.nc is not None
+        assert pub.nc.is_closed
+
+    try:
+        asyncio.run(main())
+    finally:
+        broker.stop()

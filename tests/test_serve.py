@@ -368,3 +368,36 @@ def test_graceful_timeout_bounds_the_wait_for_a_slow_client(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert time.monotonic() - began < 10  # not uvicorn's former fixed 60 s
+
+
+def test_a_factory_failing_in_the_workers_stops_the_server_with_status_2(
+    tmp_path: Path,
+) -> None:
+    """The factory passes the parent's check but raises in each worker: exit 2, one line.
+
+    Before, uvicorn respawned the failing workers for ever.
+    """
+    (tmp_path / "flaky.py").write_text(
+        "import os\n"
+        "import sluiceway as sw\n"
+        "def make():\n"
+        "    if os.environ.get('FLAKY_SEEN'):\n"
+        "        raise RuntimeError('worker boom')\n"
+        "    os.environ['FLAKY_SEEN'] = '1'\n"
+        "    return sw.Pipeline(lambda b: None)\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "serve", "flaky:make", "--workers", "2",
+         "--port", str(port), "--dead-letters", ""],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - started < 45
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, done.stderr
+    assert "worker boom" in errors[0]
+    assert "Traceback" not in done.stderr

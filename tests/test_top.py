@@ -204,3 +204,54 @@ def test_live_view_rides_out_errors_and_a_restart(endpoint: Endpoint, tmp_path: 
         endpoint.stop = lambda: None  # type: ignore[method-assign]
     assert code == 0
     assert "Traceback" not in out.read_text(errors="replace")
+
+
+def test_a_malformed_ipv6_url_is_a_one_line_error() -> None:
+    """``top 'http://[::1'``: one line naming the URL, exit status 2, no traceback."""
+    top = _top("http://[::1", "--once")
+    lines = top.stderr.strip().splitlines()
+    assert top.returncode == 2
+    assert len(lines) == 1, top.stderr
+    assert "[::1" in lines[0]
+
+
+def test_render_shows_a_question_mark_for_odd_values_and_missing_labels() -> None:
+    """NaN or Inf gauges and samples without ``pipeline``/``shard``/``le``: rendered as ``?``."""
+    from rich.console import Console
+
+    from sluiceway._top import render
+
+    nan, inf = float("nan"), float("inf")
+    data = {
+        "sluiceway_items_processed_total": [({"pipeline": "p"}, 1.0), ({}, 5.0)],
+        "sluiceway_queue_depth": [
+            ({"pipeline": "p", "shard": "0"}, nan),
+            ({"pipeline": "p", "shard": "1"}, inf),
+            ({"pipeline": "p"}, 3.0),
+        ],
+        "sluiceway_queue_capacity": [({"pipeline": "p", "shard": "0"}, 10.0)],
+        "sluiceway_priority_latency_seconds_bucket": [({"pipeline": "p"}, 3.0)],
+    }
+    console = Console(record=True, width=200)
+    console.print(render(data, None, 1.0))
+    text = console.export_text()
+    assert "pipeline p" in text
+    assert "?" in text
+
+
+def test_a_render_error_is_unreadable_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """If rendering fails, ``--once`` prints one line and returns 1 (the live view retries)."""
+    from sluiceway import _top
+
+    monkeypatch.setattr(_top, "scrape", lambda url: {})
+
+    def broken(*args: object) -> None:
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(_top, "render", broken)
+    assert _top.run_top("http://127.0.0.1:1/metrics", interval=0.01, once=True) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "unreadable" in err[0]

@@ -11,7 +11,9 @@ a prefix, and nothing beyond it was sent.
 
 Each envelope of a request with an ``Idempotency-Key`` carries ``Nats-Msg-Id:
 <key>:<offset>`` (``offset``: the index of its first event in the send; a key
-``<base>+<n>``, the clients' key for a refused suffix, counts from ``<base>``'s start), so
+``<base>+<n>``, the clients' key for a refused suffix, counts from ``<base>``'s start; only
+a canonical positive ``n``, ``[1-9][0-9]*``, is a suffix: ``k+0`` or ``k+01`` is a base of
+its own, so two different keys never share an id), so
 an envelope sent again within the stream's ``duplicate_window``, by a client resending after
 a timeout or a suffix after a 429, is dropped by JetStream instead of stored twice. Events
 that are objects without ``"id"`` get ``"<key>:<offset>-<n>"`` (or a random envelope id
@@ -45,8 +47,10 @@ from starlette.routing import Route
 from ._idempotency import Answer, IdempotencyStore, KeyStore
 from ._nats_wire import ensure_streams, subjects
 from .http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_INFLIGHT_BYTES,
+    OFF_LOOP_BYTES,
     Bodies,
     _json,
     answer_once,
@@ -63,7 +67,7 @@ __all__ = [
 
 log = logging.getLogger("sluiceway.serve")
 
-_SUFFIX = re.compile(r"^(.*)\+(\d+)$")
+_SUFFIX = re.compile(r"^(.*)\+([1-9][0-9]*)$")  # only a canonical positive offset
 _OVERHEAD = len(b'{"id":"","events":[]}')
 _HEADER_ROOM = 512  # the Nats-Msg-Id header and the protocol line, within max_payload
 
@@ -89,6 +93,7 @@ async def ensure_ingest_stream(js: Any, stream: str, subject: str, limits: Strea
     does. An existing stream keeps its subjects and retention (and a limit given as None);
     the others are set.
     """
+    check_subject(subject)
     regular, priority, _ = subjects(subject)
     window = limits.duplicate_window
     bounds: dict[str, Any] = {"discard": DiscardPolicy.NEW, "duplicate_window": window}
@@ -108,11 +113,40 @@ async def ensure_ingest_stream(js: Any, stream: str, subject: str, limits: Strea
         await js.add_stream(config)
     else:
         current = info.config
+        carried = list(current.subjects or [])
+        missing = [s for s in (regular, priority) if not any(_covers(c, s) for c in carried)]
+        if missing:
+            raise ValueError(
+                f"stream {stream} does not carry subject {' nor '.join(missing)} "
+                f"(its subjects: {', '.join(carried) or 'none'}); use its subject or "
+                "another --stream"
+            )
         if any(getattr(current, k) != v for k, v in bounds.items()):
             for k, v in bounds.items():
                 setattr(current, k, v)
             await js.update_stream(current)
     await ensure_streams(js, stream, subject)
+
+
+def check_subject(subject: str) -> None:
+    """ValueError unless ``subject`` is one a message can be published to (no wildcard)."""
+    tokens = subject.split(".")
+    if not subject or any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
+        raise ValueError(
+            f"{subject!r} is not a subject to publish to (dot-separated non-empty tokens, "
+            "no whitespace, no * or > wildcard)"
+        )
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """True when the stream subject ``pattern`` (wildcards allowed) matches ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 def _base(key: str | None) -> tuple[str, int]:
@@ -225,6 +259,11 @@ class DurableIngest:
             "Envelopes stored in the stream.",
             registry=registry,
         )
+        self.duplicates = Counter(
+            "sluiceway_ingest_duplicate_envelopes",
+            "Envelopes JetStream had already stored under the same Nats-Msg-Id (a resend).",
+            registry=registry,
+        )
         self.refused = Counter(
             "sluiceway_ingest_refused_events",
             "Events answered with 429 (the stream refused or did not acknowledge in time).",
@@ -289,12 +328,18 @@ class DurableIngest:
         for envelope_id, payload, count in envelopes:
             headers = {"Nats-Msg-Id": envelope_id} if keyed else None
             try:
-                await self.js.publish(
+                ack = await self.js.publish(
                     subject, payload, timeout=self.ack_timeout, stream=self.stream, headers=headers
                 )
             except Exception as exc:  # noqa: BLE001 - a refusal, a timeout, a lost connection
                 return accepted, _describe(exc)
             accepted += count
+            if getattr(ack, "duplicate", False):
+                # Stored before under this id (a resend, or a suffix resent by a client):
+                # counted as accepted, as the earlier send stored it; not stored again.
+                self.duplicates.inc()
+                log.debug("envelope %s was already stored: not stored again", envelope_id)
+                continue
             self.envelopes.inc()
         return accepted, None
 
@@ -317,6 +362,7 @@ def durable_ingest_app(
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
     idempotency_store: KeyStore | None = None,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """The ingest ASGI app whose 202 means "stored in the JetStream stream".
 
@@ -324,7 +370,8 @@ def durable_ingest_app(
     (``?wait=true`` is not offered: the handler runs in another tier). ``limits``: create
     or update the stream with these bounds at startup (None: use the stream as it is).
     ``envelope_events``: events per envelope at most; ``ack_timeout``: seconds to wait for
-    each envelope's ack before answering 429.
+    each envelope's ack before answering 429. ``body_timeout``: as for ``ingest_app`` (408).
+    Bodies over 256 KiB are parsed and cut into envelopes in a worker thread.
     """
     keys = idempotency_store
     if keys is None and idempotency_keys > 0:
@@ -347,6 +394,7 @@ def durable_ingest_app(
         max_inflight_bytes=max_inflight_bytes,
         validate=validate,
         retry_after=retry,
+        body_timeout=body_timeout,
     )
 
     async def events(request: Request) -> Response:
@@ -364,7 +412,11 @@ def durable_ingest_app(
                 return parsed
             batch = parsed.events
             try:
-                envelopes = split_envelopes(batch, key, ingest.envelope_events, ingest.limit)
+                split = (batch, key, ingest.envelope_events, ingest.limit)
+                if len(parsed.body) > OFF_LOOP_BYTES:  # keep the loop free meanwhile
+                    envelopes = await asyncio.to_thread(split_envelopes, *split)
+                else:
+                    envelopes = split_envelopes(*split)
             except EventTooLarge as exc:
                 line = parsed.line_of(exc.index)
                 return Answer(413, {"error": str(exc), "line": line, "index": exc.index}, {})

@@ -72,6 +72,7 @@ def app_factory() -> Any:
         protect_metrics=options["protect_metrics"],
         idempotency_keys=options["idempotency_keys"],
         idempotency_ttl=options["idempotency_ttl"],
+        body_timeout=options["body_timeout"],
         idempotency_store=shared,
     )
     ingest: DurableIngest = app.state.sluiceway
@@ -142,6 +143,7 @@ def serve_durable(
     protect_metrics: bool = False,
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
+    body_timeout: float | None = 30.0,
 ) -> int:
     """Run the durable ingest service until SIGTERM/SIGINT (open requests finish first)."""
     from .nats import _redact, check_servers  # noqa: PLC0415 - the URL check of sluiceway worker
@@ -186,6 +188,7 @@ def serve_durable(
                 "protect_metrics": protect_metrics,
                 "idempotency_keys": idempotency_keys,
                 "idempotency_ttl": idempotency_ttl,
+                "body_timeout": body_timeout,
                 "workers": workers,
             }
         )
@@ -258,4 +261,5 @@ def serve_durable_command(args: Any, token: str | None) -> int:
         protect_metrics=args.protect_metrics,
         idempotency_keys=args.idempotency_keys,
         idempotency_ttl=args.idempotency_ttl,
+        body_timeout=args.body_timeout or None,
     )

@@ -272,9 +272,11 @@ class Publisher:
             self._fail(events, exc)
 
     def _fail(self, events: list[Any], exc: BaseException) -> None:
-        error = PublishError(
-            f"{len(events)} event(s) were not stored: {type(exc).__name__}: {exc}", events
-        )
+        if getattr(exc, "description", None):  # the stream refused them: certainly not stored
+            what = "were not stored"
+        else:  # no ack (a timeout, a lost connection): the broker may have them
+            what = "not confirmed stored (they may still be stored if the broker received them)"
+        error = PublishError(f"{len(events)} event(s) {what}: {type(exc).__name__}: {exc}", events)
         error.__cause__ = exc
         self._failures.append(error)
 
@@ -286,8 +288,8 @@ class Publisher:
             raise failures[0]
         events = [e for f in failures for e in f.events]
         error = PublishError(
-            f"{len(events)} event(s) in {len(failures)} envelopes were not stored; "
-            f"first: {failures[0]}",
+            f"{len(events)} event(s) in {len(failures)} envelopes were not stored or not "
+            f"confirmed stored; first: {failures[0]}",
             events,
         )
         raise error from failures[0].__cause__
@@ -304,7 +306,9 @@ class Publisher:
     async def close(self) -> None:
         """Flush, wait for every ack, and disconnect if this publisher connected.
 
-        Raises :class:`PublishError` for events that were not stored (after disconnecting).
+        Raises :class:`PublishError` for events that were not stored or not confirmed stored
+        (after disconnecting: the connection is closed even when the broker is down). Events
+        without an ack may still be stored if the broker received them.
         A second call does nothing.
         """
         if self._closed:
@@ -319,5 +323,8 @@ class Publisher:
         finally:
             if self._own and self.nc is not None:
                 with contextlib.suppress(Exception):
-                    await self.nc.drain()
+                    await asyncio.wait_for(self.nc.drain(), self.ack_timeout)
+                if not self.nc.is_closed:  # the drain failed (broker down): stop reconnecting
+                    with contextlib.suppress(Exception):
+                        await self.nc.close()
         self._raise_failures()

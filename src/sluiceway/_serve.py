@@ -23,6 +23,7 @@ out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -36,7 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 import uvicorn.config
@@ -207,7 +208,12 @@ def app_factory() -> Any:
     if _checked:
         pipeline: Pipeline = _checked.pop()
     else:
-        pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
+        try:
+            pipeline = build_pipeline(spec, load_factory(spec, options["directory"]))
+        except Exception as exc:
+            if options["workers"] > 1:
+                _worker_failed(Path(options["metrics_dir"]), spec, exc)
+            raise
     directory = Path(options["metrics_dir"])
     registry = CollectorRegistry()
     shared = None  # one worker: the app's own in-memory store is enough
@@ -227,6 +233,7 @@ def app_factory() -> Any:
         protect_metrics=options["protect_metrics"],
         idempotency_keys=options["idempotency_keys"],
         idempotency_ttl=options["idempotency_ttl"],
+        body_timeout=options["body_timeout"],
         idempotency_store=shared,
     )
     ingest: Ingest = app.state.sluiceway
@@ -284,6 +291,25 @@ def app_factory() -> Any:
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
     app.router.routes.append(Route("/metrics", metrics))
     return app
+
+
+FAILED_FILE = "factory-failed"
+
+
+def _worker_failed(directory: Path, spec: str, exc: BaseException) -> NoReturn:
+    """A worker whose factory failed: tell the server (a file, then SIGTERM) and exit 2.
+
+    The server then stops the other workers and exits with status 2 and that one line,
+    instead of uvicorn starting (and losing) new workers for ever.
+    """
+    text = str(exc) or type(exc).__name__
+    line = f"the factory {spec} failed in worker process {os.getpid()}: {text}"
+    first = contextlib.suppress(FileExistsError)  # the first worker to fail tells
+    with first, open(directory / FAILED_FILE, "x", encoding="utf-8") as f:
+        f.write(line)
+    with contextlib.suppress(OSError):
+        os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(2)
 
 
 def _begin_drain(ingest: Ingest) -> None:
@@ -371,6 +397,7 @@ def serve(
     protect_metrics: bool = False,
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
+    body_timeout: float | None = 30.0,
 ) -> int:
     """Run the ingest service until SIGTERM/SIGINT; every worker drains before exit.
 
@@ -407,6 +434,7 @@ def serve(
                 "protect_metrics": protect_metrics,
                 "idempotency_keys": idempotency_keys,
                 "idempotency_ttl": idempotency_ttl,
+                "body_timeout": body_timeout,
                 "workers": workers,
             }
         )
@@ -428,7 +456,10 @@ def serve(
         watching = threading.Event()
         if workers > 1:
             threading.Thread(
-                target=_watch_workers, args=(watching,), name="sluiceway-serve-watch", daemon=True
+                target=_watch_workers,
+                args=(watching, Path(directory) / FAILED_FILE),
+                name="sluiceway-serve-watch",
+                daemon=True,
             ).start()
         # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
         # default handler that would kill this process before the clean-up below.
@@ -453,6 +484,9 @@ def serve(
             if server is not None:
                 server.shutdown()
                 server.server_close()
+        failed = Path(directory) / FAILED_FILE
+        if failed.exists():
+            raise ServeError(failed.read_text(encoding="utf-8"))
     return 0
 
 
@@ -460,7 +494,7 @@ def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _watch_workers(done: threading.Event) -> None:
+def _watch_workers(done: threading.Event, failed: Path | None = None) -> None:
     """Log each worker process of the multi-worker server that exits (uvicorn replaces it).
 
     A worker ends by status 0 or by the SIGTERM/SIGINT that uvicorn re-raises after the
@@ -476,6 +510,8 @@ def _watch_workers(done: threading.Event) -> None:
         for pid, proc in list(known.items()):
             if proc.exitcode is not None:
                 del known[pid]
+                if failed is not None and failed.exists() and proc.exitcode == 2:
+                    continue  # its factory failed: the server stops and says so
                 _log_exit(pid, proc.exitcode)
 
 
@@ -552,6 +588,7 @@ def _serve(args: Any) -> int:
         protect_metrics=args.protect_metrics,
         idempotency_keys=args.idempotency_keys,
         idempotency_ttl=args.idempotency_ttl,
+        body_timeout=args.body_timeout or None,
         max_body=args.max_body,
         drain_timeout=args.drain_timeout,
         dead_letters=args.dead_letters,

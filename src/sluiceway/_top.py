@@ -1,13 +1,15 @@
 """``sluiceway top URL``: a running pipeline's metrics endpoint, live in the terminal.
 
-A fetch that fails (no answer, an HTTP error, a body that is not Prometheus text) never ends
-the live view: it shows "unreachable, retrying" with the reason and tries again every
-interval. ``--once`` prints that reason as one line and exits with status 1.
+A fetch that fails (no answer, an HTTP error, a body that is not Prometheus text, metrics
+that cannot be rendered) never ends the live view: it shows "unreachable, retrying" with the
+reason and tries again every interval. ``--once`` prints that reason as one line and exits
+with status 1.
 """
 
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import sys
 import time
@@ -47,7 +49,11 @@ class ScrapeError(SluicewayError):
 def check_url(url: str) -> str:
     """``url`` with ``http://`` added when it has no scheme; ``sw.ConfigError`` if not HTTP."""
     full = url if "://" in url else f"http://{url}"
-    parts = urllib.parse.urlsplit(full)
+    try:
+        parts = urllib.parse.urlsplit(full)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError("url", f"{url}: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ConfigError("url", f"{url}: the scheme must be http:// or https://")
     if not parts.hostname:
@@ -102,11 +108,15 @@ def _value(data: Scrape, name: str, **labels: str) -> float:
 
 
 def _quantile(data: Scrape, name: str, pipeline: str, q: float) -> float | None:
-    buckets = sorted(
-        (float("inf") if lab["le"] == "+Inf" else float(lab["le"]), v)
-        for lab, v in data.get(f"{name}_bucket", [])
-        if lab.get("pipeline") == pipeline
-    )
+    buckets = []
+    for lab, v in data.get(f"{name}_bucket", []):
+        if lab.get("pipeline") != pipeline or "le" not in lab or not math.isfinite(v):
+            continue
+        try:
+            buckets.append((float(lab["le"]), v))  # float("+Inf") is inf
+        except ValueError:
+            continue
+    buckets.sort()
     if not buckets or buckets[-1][1] == 0:
         return None
     target = q * buckets[-1][1]
@@ -119,7 +129,7 @@ def _quantile(data: Scrape, name: str, pipeline: str, q: float) -> float | None:
 def render(data: Scrape, previous: Scrape | None, seconds: float) -> Group:
     """One frame: a table a pipeline, a row a shard."""
     pipelines = sorted(
-        {lab["pipeline"] for lab, _ in data.get("sluiceway_items_processed_total", [])}
+        {lab.get("pipeline", "?") for lab, _ in data.get("sluiceway_items_processed_total", [])}
     )
     parts: list[Any] = []
     for name in pipelines:
@@ -138,15 +148,15 @@ def render(data: Scrape, previous: Scrape | None, seconds: float) -> Group:
         e2e = _quantile(data, "sluiceway_end_to_end_latency_seconds", name, 0.99)
         head = Text.assemble(
             (f"pipeline {name}  ", "bold"),
-            f"{rate:,.0f} items/s  processed {processed:,.0f}  refused {refused:,.0f}  "
-            f"dead-lettered {dead:,.0f}  priority p50/p99 <= {_ms(p50)}/{_ms(p99)}  "
+            f"{_n(rate)} items/s  processed {_n(processed)}  refused {_n(refused)}  "
+            f"dead-lettered {_n(dead)}  priority p50/p99 <= {_ms(p50)}/{_ms(p99)}  "
             f"end-to-end p99 <= {_ms(e2e)}",
         )
         table = Table(box=None)
         for col in ("shard", "depth", "fill", "", "batch", "breaker"):
             table.add_column(col, justify="right" if col not in ("", "breaker") else "left")
         shards = sorted(
-            (lab["shard"], v)
+            (lab.get("shard", "?"), v)
             for lab, v in data.get("sluiceway_queue_depth", [])
             if lab.get("pipeline") == name
         )
@@ -156,10 +166,11 @@ def render(data: Scrape, previous: Scrape | None, seconds: float) -> Group:
             size = _value(data, "sluiceway_batch_size", pipeline=name, shard=shard)
             state = _value(data, "sluiceway_breaker_state", pipeline=name, shard=shard)
             breaker = {0.0: "closed", 1.0: "half-open", 2.0: "open"}.get(state, "?")
-            bar = "#" * round(fill * 30)
+            known = math.isfinite(fill)
+            bar = "#" * round(min(max(fill, 0.0), 1.0) * 30) if known else ""
             table.add_row(
-                shard, f"{depth:,.0f}", f"{fill:.0%}", bar,
-                "-" if shard == "priority" else f"{size:.0f}",
+                shard, _n(depth), f"{fill:.0%}" if known else "?", bar,
+                "-" if shard == "priority" else _n(size),
                 "-" if shard == "priority" else breaker,
             )  # fmt: skip
         parts.extend([head, table])
@@ -170,6 +181,11 @@ def render(data: Scrape, previous: Scrape | None, seconds: float) -> Group:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:g} ms"
+
+
+def _n(value: float) -> str:
+    """A count for the table; ``?`` for NaN or an infinity."""
+    return f"{value:,.0f}" if math.isfinite(value) else "?"
 
 
 def _unreachable(url: str, error: ScrapeError, interval: float, frame: Any) -> Group:
@@ -198,7 +214,12 @@ def run_top(url: str, interval: float = 1.0, once: bool = False) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
-        console.print(render(data, previous, time.monotonic() - last))
+        try:
+            once_frame = render(data, previous, time.monotonic() - last)
+        except Exception as exc:  # noqa: BLE001 - metrics this version cannot show
+            print(f"sluiceway top: {url} unreadable: {_reason(exc)}", file=sys.stderr)
+            return 1
+        console.print(once_frame)
         return 0
     frame: Any = None
     previous_data: Scrape | None = None
@@ -208,12 +229,16 @@ def run_top(url: str, interval: float = 1.0, once: bool = False) -> int:
             while True:
                 try:
                     data = scrape(url)
+                    now = time.monotonic()
+                    try:
+                        shown = render(data, previous_data, now - last)
+                    except Exception as exc:  # metrics this version cannot show
+                        raise ScrapeError(f"unreadable: {_reason(exc)}") from exc
                 except ScrapeError as exc:
                     live.update(_unreachable(url, exc, interval, frame))
                     previous_data = None  # the endpoint may restart from zero
                 else:
-                    now = time.monotonic()
-                    frame = render(data, previous_data, now - last)
+                    frame = shown
                     live.update(frame)
                     previous_data, last = data, now
                 time.sleep(interval)

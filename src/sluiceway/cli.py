@@ -67,6 +67,17 @@ def _whole(low: int, high: int | None = None) -> type:
     return parse  # type: ignore[return-value]
 
 
+def _nats_name(text: str) -> str:
+    """An argparse type for a stream or consumer name (no ``.``, ``*``, ``>``, whitespace)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a NATS name may not be empty")
+    if any(c in ".*>" or c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"a NATS name may not contain '.', '*', '>' or whitespace: {text!r}"
+        )
+    return text
+
+
 def _seconds(text: str) -> float:
     """An argparse type for a finite, non-negative number of seconds."""
     try:
@@ -163,6 +174,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="bytes of request bodies read at once per worker; beyond it: 503 (default 64 MiB)",
     )
     serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body not received within this long gets 408 and its bytes are "
+        "released (default 30; 0: no limit)",
+    )
+    serve.add_argument(
         "--drain-timeout",
         type=_seconds,
         default=30.0,
@@ -212,7 +231,9 @@ def _durable_arguments(serve: argparse.ArgumentParser) -> None:
         "them (docs/topology.md); `sluiceway worker` runs the handler. No factory.",
     )
     durable.add_argument("--nats", default=None, metavar="URL", help="NATS server URL(s)")
-    durable.add_argument("--stream", default="SLUICEWAY", help="stream (default SLUICEWAY)")
+    durable.add_argument(
+        "--stream", type=_nats_name, default="SLUICEWAY", help="stream (default SLUICEWAY)"
+    )
     durable.add_argument(
         "--subject",
         default="sluiceway.events",
@@ -377,15 +398,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("factory", help="module:function returning a sluiceway.Pipeline")
     worker.add_argument("--nats", required=True, help="server URL, e.g. nats://127.0.0.1:4222")
-    worker.add_argument("--stream", default="SLUICEWAY")
+    worker.add_argument("--stream", type=_nats_name, default="SLUICEWAY")
     worker.add_argument("--subject", default="sluiceway.events")
-    worker.add_argument("--durable", default="sluiceway")
-    worker.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
-    worker.add_argument("--max-deliver", type=int, default=5)
-    worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    worker.add_argument("--durable", type=_nats_name, default="sluiceway")
+    worker.add_argument(
+        "--ack-wait", type=_positive(float), default=30.0, help="seconds before redelivery"
+    )
+    worker.add_argument("--max-deliver", type=_whole(1), default=5)
+    worker.add_argument(
+        "--metrics-port", type=_whole(0, 65535), default=None, help="serve /metrics here"
+    )
     worker.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_positive(float),
         default=10.0,
         help="seconds to keep trying to reach the server at start-up before exiting with an "
         "error (default 10); once connected it reconnects for ever",

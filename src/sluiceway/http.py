@@ -15,6 +15,7 @@ admitted. Answers:
 400    ``{"error": ..., "line": n}``: the first bad line (1-based), nothing admitted (a
        failing key function adds ``"index"``)
 401    a bearer token is configured and the request lacks it
+408    the body was not received within ``body_timeout`` seconds
 413    the body is larger than ``max_body`` bytes
 415    another content type
 503    the pipeline is draining, or too many bytes of bodies are being read; with
@@ -44,7 +45,7 @@ try:
     import orjson
     from prometheus_client import CollectorRegistry, generate_latest
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -59,6 +60,7 @@ from ._idempotency import Answer, IdempotencyStore, KeyStore
 from ._records import DrainReport
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_INFLIGHT_BYTES",
     "BadBody",
@@ -77,6 +79,8 @@ JSON = "application/json"
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 DEFAULT_MAX_BODY = 8 * 2**20
 DEFAULT_MAX_INFLIGHT_BYTES = 64 * 2**20
+DEFAULT_BODY_TIMEOUT = 30.0
+OFF_LOOP_BYTES = 256 * 2**10  # bodies larger than this are parsed in a thread
 MAX_KEY_LENGTH = 200
 INTERRUPTED = "interrupted after admitting: the accepted events are held"
 HELD = "draining: the accepted events are held (drained or dead-lettered)"
@@ -178,7 +182,10 @@ class Bodies:
     (503 before the body is read; a lone request is always let in), the parse and
     ``validate`` (400 naming the first bad line) are the same whether the events then go to
     an in-process pipeline (:func:`ingest_app`) or to a JetStream stream
-    (``sluiceway serve --nats``).
+    (``sluiceway serve --nats``). A body not received within ``body_timeout`` seconds gets
+    408 (and its reservation is released); a client that disconnects mid-body gets nothing
+    (one DEBUG line). A body over 256 KiB is parsed and validated in a worker thread, so
+    that the loop keeps answering other requests meanwhile.
     """
 
     def __init__(
@@ -188,7 +195,9 @@ class Bodies:
         max_inflight_bytes: int,
         validate: Callable[[Any], object] | None,
         retry_after: str,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     ) -> None:
+        self.body_timeout = body_timeout
         self.max_body = max_body
         self.max_inflight_bytes = max_inflight_bytes
         self.validate = validate
@@ -230,12 +239,24 @@ class Bodies:
             return
         self.inflight_bytes += size
         try:
-            body = await self._read(request)
+            try:
+                body = await asyncio.wait_for(self._read(request), self.body_timeout)
+            except TimeoutError:
+                error = f"body not received within {self.body_timeout:g} s"
+                yield Answer(408, {"error": error}, {"Connection": "close"})
+                return
+            except ClientDisconnect:
+                log.debug("client disconnected before sending its whole body")
+                yield Answer(400, {"error": "client disconnected"}, {})
+                return
             if body is None:
                 yield Answer(413, {"error": self._too_big}, {})
                 return
             try:
-                batch = parse_body(body, content_type, self.validate)
+                if len(body) > OFF_LOOP_BYTES:
+                    batch = await asyncio.to_thread(parse_body, body, content_type, self.validate)
+                else:
+                    batch = parse_body(body, content_type, self.validate)
             except BadBody as exc:
                 yield Answer(400, {"error": exc.message, "line": exc.line}, {})
                 return
@@ -426,6 +447,7 @@ def ingest_app(
     idempotency_keys: int = 10_000,
     idempotency_ttl: float = 300.0,
     idempotency_store: KeyStore | None = None,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """Build the ingest ASGI app around ``pipeline`` (or a factory called at startup).
 
@@ -446,7 +468,10 @@ def ingest_app(
     without its events being admitted again; a repeat while the first is still running
     waits for the first's answer. Only answers that admitted events are kept
     (``idempotency_keys=0`` turns this off). ``idempotency_store`` replaces the in-process
-    store (``sluiceway serve`` gives its workers one shared store).
+    store (``sluiceway serve`` gives its workers one shared store). ``body_timeout``: a
+    request whose body is not received within that many seconds gets 408 and its bytes are
+    released (None: no limit). Bodies over 256 KiB are parsed (and ``validate`` called) in a
+    worker thread.
     """
     ingest = Ingest(
         pipeline,
@@ -466,6 +491,7 @@ def ingest_app(
         max_inflight_bytes=max_inflight_bytes,
         validate=validate,
         retry_after=retry,
+        body_timeout=body_timeout,
     )
     ingest.bodies = bodies
 

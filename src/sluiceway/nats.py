@@ -155,7 +155,10 @@ def check_servers(url: str) -> list[str]:
     servers = []
     for part in (p.strip() for p in url.split(",")):
         server = part if "://" in part else f"nats://{part}"
-        parts = urllib.parse.urlsplit(server)
+        try:
+            parts = urllib.parse.urlsplit(server)
+        except ValueError as exc:  # "Invalid IPv6 URL"
+            raise ConfigError("url", f"{part!r} is not a URL ({exc})") from None
         shown = _redact(server)
         if parts.scheme not in _SCHEMES:
             raise ConfigError(
