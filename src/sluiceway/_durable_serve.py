@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,7 +33,7 @@ from ._logging import ENV as LOG_ENV
 from ._logging import configure_from_env
 from ._serve import (
     KEYS_FILE,
-    WRITE_EVERY,
+    MetricsFile,
     ServeError,
     SummedMetrics,
     _drained,
@@ -78,18 +77,7 @@ def app_factory() -> Any:
     ingest: DurableIngest = app.state.sluiceway
     summed = CollectorRegistry()
     summed.register(SummedMetrics(directory))
-    own = directory / f"{os.getpid()}.prom"
-    stop = threading.Event()
-
-    def write() -> None:
-        tmp = own.with_suffix(".tmp")
-        tmp.write_bytes(generate_latest(registry))
-        tmp.replace(own)
-
-    def writer() -> None:
-        while not stop.wait(WRITE_EVERY):
-            write()
-
+    snapshots = MetricsFile(directory, registry)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -101,14 +89,12 @@ def app_factory() -> Any:
                 os.getpid(),
                 extra={"pid": os.getpid(), "stream": ingest.stream},
             )
-            t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
-            t.start()
+            snapshots.start()
             try:
                 yield
             finally:
-                stop.set()
                 ingest.draining = True
-        write()
+        snapshots.stop()
         if shared is not None:
             shared.close()
 

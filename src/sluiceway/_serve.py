@@ -244,40 +244,23 @@ def app_factory() -> Any:
     else:
         served = CollectorRegistry()
         served.register(SummedMetrics(directory))
-    own = directory / f"{os.getpid()}.prom"
-    stop = threading.Event()
-
-    def write() -> None:
-        tmp = own.with_suffix(".tmp")
-        tmp.write_bytes(generate_latest(registry))
-        tmp.replace(own)
-
-    def writer() -> None:
-        while not stop.wait(WRITE_EVERY):
-            write()
-
+    snapshots = MetricsFile(directory, registry) if served is not registry else None
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[None]:
-        t = None
         async with inner(a):
             _drain_on_signals(ingest, asyncio.get_running_loop())
             log.info("worker process %d serving", os.getpid(), extra={"pid": os.getpid()})
-            if served is not registry:
-                write()
-                # Rewrites the file through the drain too: a fresh file means a live worker.
-                t = threading.Thread(target=writer, name="sluiceway-metrics-writer", daemon=True)
-                t.start()
+            if snapshots is not None:
+                snapshots.start()
             try:
                 yield
             finally:
                 _begin_drain(ingest)
         _log_report(ingest)
-        if t is not None:
-            stop.set()
-            t.join()
-            write()  # after the drain: the final counts
+        if snapshots is not None:
+            snapshots.stop()
         if shared is not None:
             shared.close()
 
@@ -291,6 +274,45 @@ def app_factory() -> Any:
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/metrics"]
     app.router.routes.append(Route("/metrics", metrics))
     return app
+
+
+class MetricsFile:
+    """A worker's metrics file in the server's directory, rewritten every ``WRITE_EVERY`` s.
+
+    It is rewritten through the drain too: a fresh file means a live worker (the summing
+    side drops stale files and files of processes that are gone).
+    """
+
+    def __init__(self, directory: Path, registry: CollectorRegistry) -> None:
+        self.path = directory / f"{os.getpid()}.prom"
+        self.registry = registry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def write(self) -> None:
+        """Replace the file with the current metrics (atomically, through a rename)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(generate_latest(self.registry))
+        tmp.replace(self.path)
+
+    def start(self) -> None:
+        """Write now, then every ``WRITE_EVERY`` seconds until ``stop``."""
+        self.write()
+        self._thread = threading.Thread(
+            target=self._run, name="sluiceway-metrics-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WRITE_EVERY):
+            self.write()
+
+    def stop(self) -> None:
+        """Stop rewriting and write the final counts."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.write()
 
 
 FAILED_FILE = "factory-failed"
