@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-import uvicorn.config
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,16 +26,15 @@ from starlette.routing import Route
 
 from ._durable import DurableIngest, StreamLimits, durable_ingest_app, setup_stream
 from ._idempotency import SharedIdempotencyStore
-from ._logging import ENV as LOG_ENV
 from ._logging import configure_from_env
 from ._serve import (
     KEYS_FILE,
     MetricsFile,
     ServeError,
     SummedMetrics,
-    _drained,
     _netloc,
     log,
+    run_uvicorn,
 )
 from .http import DEFAULT_MAX_INFLIGHT_BYTES, unauthorised
 
@@ -203,22 +199,11 @@ def serve_durable(
                 "nats_url": _redact(url),
             },
         )
-        previous = signal.signal(signal.SIGTERM, _drained)
         try:
-            uvicorn.run(
-                "sluiceway._durable_serve:app_factory",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                lifespan="on",
-                log_level="warning",
-                # Configured by the command (--log-format): uvicorn's records go through it.
-                log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
-                timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+            run_uvicorn(
+                "sluiceway._durable_serve:app_factory", host, port, workers, graceful_timeout
             )
         finally:
-            signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()

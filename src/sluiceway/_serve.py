@@ -276,6 +276,34 @@ def app_factory() -> Any:
     return app
 
 
+def run_uvicorn(
+    app: str, host: str, port: int, workers: int, graceful_timeout: float | None
+) -> None:
+    """Run uvicorn on the app factory ``app`` with this command's lifespan and logging.
+
+    uvicorn re-raises the SIGTERM it handled once it has drained; meanwhile that signal is
+    answered by ``_drained``, not by the default handler that would kill this process
+    before the caller's clean-up.
+    """
+    previous = signal.signal(signal.SIGTERM, _drained)
+    try:
+        uvicorn.run(
+            app,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            lifespan="on",
+            log_level="warning",
+            # Configured by the command (--log-format): uvicorn's records go through it.
+            log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
+            # uvicorn hands it to asyncio.wait_for, which takes any float
+            timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class MetricsFile:
     """A worker's metrics file in the server's directory, rewritten every ``WRITE_EVERY`` s.
 
@@ -483,26 +511,10 @@ def serve(
                 name="sluiceway-serve-watch",
                 daemon=True,
             ).start()
-        # uvicorn re-raises the SIGTERM it handled once it has drained; answered by the
-        # default handler that would kill this process before the clean-up below.
-        previous = signal.signal(signal.SIGTERM, _drained)
         try:
-            uvicorn.run(
-                "sluiceway._serve:app_factory",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                lifespan="on",
-                log_level="warning",
-                # Configured by the command (--log-format): uvicorn's records go through it.
-                log_config=None if os.environ.get(LOG_ENV) else uvicorn.config.LOGGING_CONFIG,
-                # uvicorn hands it to asyncio.wait_for, which takes any float
-                timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]
-            )
+            run_uvicorn("sluiceway._serve:app_factory", host, port, workers, graceful_timeout)
         finally:
             watching.set()
-            signal.signal(signal.SIGTERM, previous)
             if server is not None:
                 server.shutdown()
                 server.server_close()
