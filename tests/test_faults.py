@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import threading
 import time
@@ -544,3 +545,49 @@ def test_batch_error_indices_that_name_no_item_fail_the_whole_batch(
         letters = p.dead_letters.records()
     assert len(letters) == 4 - processed
     assert p.shutdown().processed == processed
+
+
+class Raising(logging.Handler):
+    """A user's log handler that raises from ``emit`` (``Handler.handle`` does not catch)."""
+
+    def __init__(self) -> None:
+        """Count the records it refused."""
+        super().__init__()
+        self.calls = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Raise on every record."""
+        self.calls += 1
+        raise RuntimeError("log handler down")
+
+
+def test_a_log_handler_that_raises_kills_no_engine_thread(clock: FakeClock) -> None:
+    """Fault: a raising log handler on the ``sluiceway`` logger escaped the engine's logging.
+
+    Breaker changes and failing calls are logged from a worker between its lease and its
+    release; the error took the thread down, or left the shard leased for good.
+    """
+    bad = Raising()
+    engine_log = logging.getLogger("sluiceway")
+    engine_log.addHandler(bad)
+    try:
+        h = Flapping()
+        p = sw.Pipeline(
+            h,
+            shards=2,
+            batch_size=2,
+            clock=clock,
+            retry=sw.Retry(attempts=1000, backoff=0.01, jitter=False, isolate=False),
+            breaker=sw.Breaker(failures=1, cooldown=0.05),
+        ).start()
+        assert p.submit_many(range(20)) == 20
+        for _ in range(10):
+            step(clock, 0.02)
+        h.flapping = False
+        assert settle_down(p, clock), f"wedged: {p.stats()}"
+        assert bad.calls > 0  # the engine really logged through the raising handler
+        assert sorted(h.ok) == list(range(20))
+        assert shutdown_returns(p).lost == 0
+        assert not [t for t in threading.enumerate() if t.name.startswith("sluiceway-w")]
+    finally:
+        engine_log.removeHandler(bad)

@@ -263,16 +263,18 @@ class Scheduler:
     def unclaim(self, lease: Lease, now: float) -> None:
         """End a lease: record its call's result, reset everything it carried."""
         i = lease.shard.index
-        gate = self.breakers[i]
-        if gate is not None:
-            gate.probing = False
-            if lease.result is not None and gate.record(lease.result, now):
-                self._breaker_changed(i, gate, now)
-        if lease.cut:
-            self.first_seen[i] = lease.rest_since
-            if lease.rest_since is None and lease.epoch > self.flush_done[i]:
-                self.flush_done[i] = lease.epoch
-        self.free[i].append(True)  # last: the lease ends here
+        try:
+            if lease.cut:
+                self.first_seen[i] = lease.rest_since
+                if lease.rest_since is None and lease.epoch > self.flush_done[i]:
+                    self.flush_done[i] = lease.epoch
+            gate = self.breakers[i]
+            if gate is not None:
+                gate.probing = False
+                if lease.result is not None and gate.record(lease.result, now):
+                    self._breaker_changed(i, gate, now)
+        finally:
+            self.free[i].append(True)  # last, whatever happened: the lease ends here
         if self.room_waiters or self.idle_waiters:
             self.wake_waiters()
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
+
+from ._ratelog import log
 
 if TYPE_CHECKING:
     import asyncio
 
 __all__ = ["Completion"]
-
-log = logging.getLogger("sluiceway")
 
 
 class Completion:
@@ -125,7 +124,7 @@ class Completion:
         # BaseException (the thread would die with a shard claimed).
         try:
             fn(self)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
             log.exception("sluiceway: a Completion callback %r raised; ignored", fn)
 
 

@@ -12,7 +12,6 @@ logged, the lease is given back in a ``finally``, and the loop goes on.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from ._batch import cut
 from ._claim import ADOPT, Lease, Scan, Scheduler, Waiter
 from ._failure import Segment, owners_of, requeue
 from ._priority import PriorityLane
+from ._ratelog import log
 from ._settle import ABANDONED, Settle
 from ._shard import FLUSH_SHUTDOWN, FLUSH_SIZE, RETRY, Shard
 from ._state import State
@@ -30,7 +30,6 @@ from ._threads import mark_engine_thread
 __all__ = ["Workers", "current_shard"]
 
 _local = threading.local()
-log = logging.getLogger("sluiceway")
 
 
 def current_shard() -> int | None:
@@ -95,7 +94,7 @@ class Workers:
         while not self.st.stopping:
             try:
                 self.lane.run_thread()
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
                 log.critical("priority lane thread error (continuing)", exc_info=True)
 
     def _loop(self, index: int) -> None:
@@ -129,7 +128,7 @@ class Workers:
                 if pq:
                     serve()
                 self.run(lease)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
                 log.critical("worker thread error (continuing)", exc_info=True)
             finally:
                 if lease is not None:

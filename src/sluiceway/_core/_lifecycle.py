@@ -15,7 +15,6 @@ down. Shutdown has three steps:
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
@@ -26,6 +25,7 @@ from ._aio import LoopHost
 from ._claim import Scheduler
 from ._handle import Workers
 from ._priority import PriorityLane
+from ._ratelog import log
 from ._settle import Settle
 from ._slots import SKIP
 from ._state import State
@@ -38,7 +38,6 @@ __all__ = ["JOIN_GRACE", "Lifecycle"]
 
 JOIN_GRACE = 1.0  # seconds to wait for threads after the drain, before calling them stuck
 SINK_GRACE = 10.0  # seconds the dead-letter sink gets after a drain to take its records
-log = logging.getLogger("sluiceway")
 
 
 class Lifecycle:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 import warnings
@@ -26,12 +25,12 @@ from .._errors import Closed
 from .._records import DrainReport
 from . import _tuning
 from ._lifecycle import Lifecycle, forked_message
+from ._ratelog import log
 
 __all__ = ["EXIT_DRAIN_TIMEOUT", "watch"]
 
 EXIT_DRAIN_TIMEOUT = 30.0  # seconds, for pipelines without a drain_timeout
 
-log = logging.getLogger("sluiceway")
 
 _lock = threading.Lock()
 _alive: weakref.WeakSet[Lifecycle] = weakref.WeakSet()  # started, maybe not shut down
@@ -70,7 +69,7 @@ def _dropped(life: Lifecycle) -> None:
 def _reap(life: Lifecycle) -> None:
     try:
         report = life.shutdown(_timeout(life))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
         log.exception("sluiceway: shutting down a dropped pipeline failed")
         return
     _log_report("a pipeline dropped without shutdown()", report.accepted, report)
@@ -84,7 +83,7 @@ def _at_exit() -> None:
         before = life.outcomes.finished()
         try:
             report = life.shutdown(_timeout(life))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
             log.exception("sluiceway: shutting down a pipeline at exit failed")
             continue
         drained = report.processed + report.dead_lettered - before

@@ -1,4 +1,8 @@
-"""Log lines about things that can happen thousands of times a second, a few at a time.
+"""The engine's logging: it never raises, and frequent events are rate-limited.
+
+A log handler is user code too: one that raises from ``emit`` (``Handler.handle`` does not
+catch) must not take down the engine thread that logged, nor leave its shard leased, so
+every engine log call goes through :data:`log`, which swallows whatever logging raises.
 
 A flapping downstream opens and closes breakers and suspends admission over and over; a
 failing handler fails every call. Each kind of event gets at most one line every
@@ -12,9 +16,51 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RateLog"]
+__all__ = ["RateLog", "log"]
 
-log = logging.getLogger("sluiceway")
+
+class SafeLog:
+    """The ``sluiceway`` logger, minus the ability to raise into the engine."""
+
+    __slots__ = ("logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        """``Logger.log``, with anything a handler raises swallowed."""
+        try:
+            self.logger.log(level, msg, *args, stacklevel=2, **kwargs)
+        except BaseException:  # noqa: BLE001 - logging failed: nowhere left to report it
+            pass
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at DEBUG."""
+        self.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at INFO."""
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at WARNING."""
+        self.log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at ERROR."""
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at ERROR with the exception being handled."""
+        kwargs.setdefault("exc_info", True)
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log at CRITICAL."""
+        self.log(logging.CRITICAL, msg, *args, **kwargs)
+
+
+log = SafeLog(logging.getLogger("sluiceway"))
 
 
 class RateLog:

@@ -9,12 +9,12 @@ timeout. This thread is the only caller of the sink and of the listeners.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 
 from .._records import DeadLetter
+from ._ratelog import log
 from ._threads import mark_engine_thread
 
 __all__ = ["Sink"]
@@ -22,7 +22,6 @@ __all__ = ["Sink"]
 DeadLetterSink = Callable[[list[DeadLetter]], object]
 TRIES = 3
 BACKLOG_MAX = 1_000_000
-log = logging.getLogger("sluiceway")
 
 
 class Sink:
@@ -124,7 +123,7 @@ class Sink:
         for listener in self.listeners:
             try:
                 listener(list(records))
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - logged: an engine thread must not die
                 log.exception("dead-letter listener failed")
 
     def _keep(self, records: list[DeadLetter]) -> None:
