@@ -26,6 +26,13 @@ def _csv(choices: Sequence[str]) -> type:
     return parse  # type: ignore[return-value]
 
 
+def _switch_interval(text: str) -> float | str | None:
+    """``auto``, ``none`` or a positive number of seconds."""
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "none" else "auto"
+    return _positive(float)(text)
+
+
 def _positive(kind: type[int] | type[float], zero: bool = False) -> Callable[[str], float]:
     """An argparse type for a number above zero (or at least zero if ``zero``)."""
 
@@ -354,18 +361,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--switch-interval",
-        type=_positive(float),
-        default=0.0003,
-        metavar="SECONDS",
-        help="sys.setswitchinterval while sluiceway runs (default: %(default)s)",
+        type=_switch_interval,
+        default="auto",
+        metavar="auto|none|SECONDS",
+        help="Pipeline(switch_interval=): auto holds a short GIL switch interval while "
+        "priority items arrive, none leaves the interpreter's, SECONDS holds that for the "
+        "whole run (default: %(default)s, the Pipeline's default)",
     )
     bench.add_argument(
         "--gc-threshold",
         type=_positive(int, zero=True),
-        default=3_000,
+        default=0,
         metavar="N",
-        help="gc threshold 0 while sluiceway runs; 0 leaves the interpreter's default "
-        "(default: %(default)s)",
+        help="Pipeline(gc_threshold=): the gc's first threshold while sluiceway runs; 0 "
+        "leaves the interpreter's, as a Pipeline does by default (default: %(default)s)",
     )
     bench.add_argument(
         "--submit-many",

@@ -424,8 +424,12 @@ class Scheduler:
                 self._wake_role()
 
     def batch_full(self) -> None:
-        """A batch is full: wake the timekeeper, if one sleeps (``Seal`` and signal tokens)."""
-        if self.timekeeper is not None:
+        """A batch is full: wake the timekeeper, if one sleeps (``Seal`` and signal tokens).
+
+        Not while a worker is coming back soon anyway (``State.back_by``): it takes the
+        batch on its next scan, sooner than a woken thread could get the GIL.
+        """
+        if self.timekeeper is not None and not self.st.attended(self.st.now()):
             with self.roles:
                 self._wake_role()
 

@@ -43,6 +43,8 @@ def current_shard() -> int | None:
 SAMPLE_EVERY = 4  # time the handler (wall, CPU) on one batch in this many
 SAMPLES_KEPT = 8  # judge on the best of this many samples
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
+QUICK = 0.001  # seconds: a worker in a call expected back within this needs no wake-up
+INF = float("inf")
 
 
 class Workers:
@@ -101,7 +103,7 @@ class Workers:
         mark_engine_thread(self.st)
         st = self.st
         sched = self.sched
-        ready = st.ready
+        back_by = st.back_by
         me = Waiter()
         now = st.now
         view = Scan()
@@ -112,19 +114,19 @@ class Workers:
             try:
                 if pq:
                     serve()
-                ready[index] = 1
+                back_by[index] = INF
                 if st.stopping:
                     return
                 self.balancer.maybe_step(now(), sched.open_to_work)
                 lease, deadline = sched.claim(now(), view)
                 if lease is None:
-                    ready[index] = 0
+                    back_by[index] = 0.0  # before sleep() looks at the queues once more
                     lease = sched.sleep(me, deadline, view)
                     if lease is None:
                         continue
-                # Not ready while in the handler; a priority item that came just before we
-                # said so is served first (it may have counted on us).
-                ready[index] = 0
+                # In a quick call we are back soon; in a long one, producers must wake
+                # someone. A priority item that came before we said so is served first.
+                back_by[index] = now() + QUICK if self.quick(lease.shard) else 0.0
                 if pq:
                     serve()
                 self.run(lease)
@@ -220,6 +222,10 @@ class Workers:
             self.shares.append(min(cpu / wall, 1.0))
             st.io_bound = max(self.shares) < IO_BOUND_BELOW
         return error
+
+    def quick(self, shard: Shard) -> bool:
+        """Calls on ``shard`` compute and come back well within ``QUICK`` (as measured)."""
+        return not self.st.io_bound and bool(self.shares) and shard.batch_ema * 4 < QUICK
 
     def _watch_vacant(self) -> bool:
         """No sleeping worker watches the clock or the queues (we were the one)."""

@@ -191,6 +191,8 @@ class Lifecycle:
         self.sink.stop(SINK_GRACE if drained else 0.1)
         release(self.tuning)
         self.tuning = None
+        if self.st.auto is not None:
+            self.st.auto.close()
         done, dead, _ = self.outcomes.counts()
         return DrainReport(
             accepted=self.accepted,

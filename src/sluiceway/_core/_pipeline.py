@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from .._clock import Clock, SystemClock
 from .._deadletters import MemoryDeadLetters
@@ -21,6 +21,7 @@ from ._completion import Completion
 from ._config import Config, check_positive_int, check_seconds
 from ._handle import Workers
 from ._histogram import HistogramSnapshot
+from ._interval import AutoInterval
 from ._lifecycle import Lifecycle
 from ._orphans import watch
 from ._outcome import Outcomes
@@ -99,7 +100,7 @@ class Pipeline:
         retry: Retry | None = None,
         breaker: Breaker | None = None,
         dead_letter: Callable[[list[DeadLetter]], object] | None = None,
-        switch_interval: float | None = None,
+        switch_interval: float | Literal["auto"] | None = "auto",
         gc_threshold: int | None = None,
         drain_timeout: float | None = None,
     ) -> None:
@@ -136,8 +137,11 @@ class Pipeline:
             raise ConfigTypeError("breaker", "must be a sluiceway.Breaker or None")
         if dead_letter is not None and not callable(dead_letter):
             raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
-        self._switch_interval = check_seconds(
-            "switch_interval", switch_interval, allow_none=True, setting=True
+        auto = switch_interval == "auto" and isinstance(switch_interval, str)
+        self._switch_interval = (
+            None
+            if auto
+            else check_seconds("switch_interval", switch_interval, allow_none=True, setting=True)
         )
         if self._switch_interval == 0:
             raise ConfigTypeError("switch_interval", "must be > 0")
@@ -152,6 +156,8 @@ class Pipeline:
         sink = self._memory if self._memory is not None else dead_letter
         assert sink is not None
         st = self._st = State(self._cfg, self._clock)
+        if auto:
+            st.auto = AutoInterval(partial(_wake_lane, st))
         sched = self._sched = Scheduler(st, breaker)
         st.install(sched.batch_full, lambda shard: Signal(sched, shard))
         lo = min(16, self._cfg.batch_size) if min_batch is None else min_batch
@@ -493,3 +499,9 @@ def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
     values.sort()
     last = len(values) - 1
     return values[round(0.5 * last)], values[round(0.99 * last)]
+
+
+def _wake_lane(st: State) -> None:
+    """Wake the priority lane's thread (it then checks ``st.auto`` every quiet period)."""
+    st.prio_parked = False
+    st.prio_waiter.wake()

@@ -3,8 +3,9 @@
 Priority items never wait behind regular batches: a dedicated thread serves them, and every
 worker also serves pending priority items before it starts its next batch, so whichever
 thread holds the GIL next picks them up. The dedicated thread is woken only when no worker
-is awake between batches (one that is serves the item before its next batch, which is
-sooner than a woken thread could get the GIL). Under a saturating load the remaining wait
+is coming back soon (``State.back_by``: a worker between batches, or in a handler call
+measured quick, serves the item before its next batch, which is sooner than a woken thread
+could get the GIL, and costs no thread switch). Under a saturating load the remaining wait
 is the interpreter's thread switch interval (5 ms by default; see
 ``Pipeline(switch_interval=)``).
 
@@ -19,6 +20,7 @@ import threading
 from typing import Any
 
 from ._failure import Segment
+from ._interval import QUIET, AutoInterval
 from ._settle import ABANDONED, Settle
 from ._state import State
 
@@ -53,10 +55,14 @@ class PriorityLane:
         except IndexError:
             st.refuse(1, priority=True)
             return False
-        st.pq.append((item, st.now(), None))
-        if st.prio_parked and (st.io_bound or 1 not in st.ready):
+        now = st.now()
+        st.pq.append((item, now, None))
+        if st.prio_parked and not st.attended(now):
             st.prio_parked = False
             st.prio_waiter.wake()
+        auto = st.auto
+        if auto is not None and not auto.seen:
+            auto.touch()
         return True
 
     def serve(self) -> None:
@@ -116,14 +122,32 @@ class PriorityLane:
         """The lane's own thread: serve, then sleep until a priority item arrives."""
         st = self.st
         waiter = st.prio_waiter
+        auto = st.auto
+        check_at: float | None = None  # when to ask ``auto`` whether it is still needed
         while True:
             self.serve()
             if st.stopping:
                 return
+            if auto is not None:
+                check_at = self._check_auto(auto, check_at)
             st.prio_parked = True
             if st.pq or st.stopping:
                 st.prio_parked = False
                 continue
             due = self.next_retry()
+            if check_at is not None:
+                due = check_at if due is None else min(due, check_at)
             st.clock.wait(waiter.lock, None if due is None else due - st.now())
             st.prio_parked = False
+
+    def _check_auto(self, auto: AutoInterval, check_at: float | None) -> float | None:
+        """Once a quiet period while the short interval is held, let it go if unused."""
+        if not auto.held:
+            return None
+        now = self.st.now()
+        if check_at is None:
+            return now + QUIET
+        if now < check_at:
+            return check_at
+        auto.check()
+        return now + QUIET if auto.held else None

@@ -18,6 +18,7 @@ from .._clock import Clock
 from ._claim import Waiter
 from ._config import Config
 from ._histogram import Histogram
+from ._interval import AutoInterval
 from ._shard import Part, Shard
 from ._slots import Skips, Slots
 from ._tokens import TokenPool
@@ -52,13 +53,20 @@ class State:
         self.ptokens = TokenPool(repeat(None, cfg.priority_capacity))
         self.prio_waiter = Waiter()  # the priority thread sleeps on it
         self.prio_parked = False
+        # switch_interval="auto": set once, before the threads start, by the Pipeline.
+        self.auto: AutoInterval | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.h_priority = Histogram()  # submit to priority handler start
         self.h_batch = Histogram()  # handler call duration (sampled calls)
         self.h_e2e = Histogram()  # regular items: oldest item first seen to batch done
-        # ready[i] is 1 while worker i is awake and between batches: it will serve pending
-        # priority items before its next batch, so the priority thread need not be woken.
-        self.ready = [0] * cfg.workers
+        # back_by[i]: until when worker i will look at the priority queue and the due shards
+        # without being woken. Only worker i writes it: inf between batches (it serves
+        # priority items and scans before its next call), start + QUICK in a handler call
+        # measured quick (a CPU-bound call back within a millisecond), 0 while it sleeps or
+        # is in a long call. Producers skip a wake-up (of the lane's thread, of the
+        # timekeeper) while any entry is ahead of the clock: a thread that is coming back
+        # anyway is sooner than a woken one, and costs no thread switch.
+        self.back_by = [0.0] * cfg.workers
         self.io_bound = False  # until measured: helpers that only take turns cost throughput
         # Lifecycle, each set once by shutdown: closed (refuse), draining (cut partial
         # batches), stopping (threads leave); draining and stopping through the Scheduler.
@@ -108,6 +116,10 @@ class State:
     def in_flight(self) -> int:
         """Regular items admitted without an outcome yet (at most ``capacity``)."""
         return sum(p.out() for p in self.pools())
+
+    def attended(self, now: float) -> bool:
+        """Some worker will look at the queues before ``now`` + its quick budget."""
+        return max(self.back_by) >= now
 
     def refuse(self, count: int, *, priority: bool = False) -> None:
         """Count refused items (once a call)."""

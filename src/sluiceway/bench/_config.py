@@ -42,8 +42,8 @@ class BenchConfig:
     capacity: int = 65_536
     priority_ratio: float = 0.1
     handler: str | None = None  # force every phase onto "cpu" or "io"
-    switch_interval: float = 0.0003
-    gc_threshold: int = 3_000
+    switch_interval: float | str | None = "auto"  # Pipeline's own default
+    gc_threshold: int = 0  # 0: the interpreter's own
     submit_many: int = 0  # > 0: sluiceway also runs saturate-cpu with submit_many(chunks)
     extra: dict[str, object] = field(default_factory=dict)
 
