@@ -40,7 +40,7 @@ def current_shard() -> int | None:
     return getattr(_local, "shard", None)
 
 
-SAMPLE_EVERY = 4  # time the handler (wall, CPU) on one batch in this many
+SAMPLE_EVERY = 8  # time the handler (wall, CPU) on one batch in this many (syscalls)
 SAMPLES_KEPT = 8  # judge on the best of this many samples
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
 QUICK = 0.001  # seconds: a worker in a call expected back within this needs no wake-up
@@ -159,6 +159,9 @@ class Workers:
             lease.rest_since = self.sched.last_scan
         if not items:
             return
+        auto = st.auto
+        if auto is not None and not auto.seen:
+            auto.touch()  # the pipeline is busy: hold the short switch interval
         seg = Segment(items, owners_of(marks, len(items)), born=born)
         if lease.reason == ADOPT:
             self._hand_over(shard, seg, now)

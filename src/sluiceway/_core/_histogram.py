@@ -42,6 +42,16 @@ class Histogram:
             self._counts[i] += n
             self._sum += value * n
 
+    def observe_many(self, values: list[float]) -> None:
+        """Record each of ``values`` (seconds) once, under one lock."""
+        bounds = self.bounds
+        slots = [bisect_left(bounds, v) for v in values]
+        with self._lock:
+            counts = self._counts
+            for i in slots:
+                counts[i] += 1
+            self._sum += sum(values)
+
     def snapshot(self) -> HistogramSnapshot:
         """A consistent copy."""
         with self._lock:

@@ -7,9 +7,12 @@ the seed workload, priority p99 is 5-10 ms with the default interval and under 1
 process-wide, so a pipeline asks for it only while priority items are being submitted:
 the first priority submission takes a ticket in ``_tuning`` (reference-counted with every
 other pipeline, restored when the last holder lets go), and the lane's thread gives it back
-once a whole ``QUIET`` period has passed with no priority submission.
+once a whole ``QUIET`` period has passed with no priority submission and no batch cut.
+The quiet period is real time (``time.monotonic``, injectable for tests), not the
+pipeline's clock: the GIL switches in real time.
 
-Ownership: ``seen``, ``ticket`` and ``closed`` change only under ``lock``. Submitters read
+Ownership: ``seen``, ``ticket`` and ``closed`` change only under ``lock``; ``check_at``
+belongs to the lane's thread (``tick``). Submitters read
 ``seen`` without the lock as a hint (a stale True skips one ``touch``; the next priority
 submission makes it), so the lock is taken about once a ``QUIET`` period, not per item.
 """
@@ -17,6 +20,7 @@ submission makes it), so the lock is taken about once a ``QUIET`` period, not pe
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from ._tuning import hold, release
@@ -30,10 +34,17 @@ QUIET = 1.0  # seconds without a priority submission before the interval is give
 class AutoInterval:
     """Holds ``interval`` while priority items arrive; see the module docstring."""
 
-    __slots__ = ("closed", "interval", "lock", "on_hold", "seen", "ticket")
+    __slots__ = ("check_at", "closed", "interval", "lock", "now", "on_hold", "seen", "ticket")
 
-    def __init__(self, on_hold: Callable[[], None], interval: float = AUTO_INTERVAL) -> None:
+    def __init__(
+        self,
+        on_hold: Callable[[], None],
+        interval: float = AUTO_INTERVAL,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
+        self.now = now
+        self.check_at: float | None = None
         self.on_hold = on_hold  # wakes the lane's thread, which then checks every QUIET
         self.lock = threading.Lock()
         self.seen = False  # a priority item was submitted since the last check
@@ -55,6 +66,24 @@ class AutoInterval:
                 return
             self.ticket = hold(self.interval, None)
         self.on_hold()
+
+    def tick(self) -> float | None:
+        """The lane's thread, each time before it sleeps: seconds until the next check.
+
+        None while the interval is not held (nothing to check).
+        """
+        if self.ticket is None:
+            self.check_at = None
+            return None
+        now = self.now()
+        if self.check_at is None:
+            self.check_at = now + QUIET
+        elif now >= self.check_at:
+            self.check()
+            self.check_at = None if self.ticket is None else now + QUIET
+            if self.check_at is None:
+                return None
+        return self.check_at - now
 
     def check(self) -> None:
         """The lane's thread, once a ``QUIET`` period while held: let go if nothing came."""

@@ -62,6 +62,12 @@ class Outcomes:
         self._give_back(shard, n)
         _settle(seg.owners, processed=True)
 
+    def priority_processed(self, n: int) -> None:
+        """``n`` untracked priority items were each handled by a call that returned."""
+        with self.lock:
+            self.done[-1] += n
+        self._give_back(None, n)
+
     def dead(
         self, shard: Shard | None, seg: Segment, reason: str, error: BaseException | None
     ) -> None:
@@ -91,7 +97,7 @@ class Outcomes:
             slots = shard.slots
             assert slots is not None
             size = min(st.batch_sizes[shard.index], st.slot_max)
-            st.pool.give_back_minted(count, lambda n: slots.mint(n, size))
+            st.pool.give_back_minted(count, slots.mint, size)
         else:
             shard.pool.give_back(None, count, shard.signal)
         sched = self.sched

@@ -20,11 +20,12 @@ import threading
 from typing import Any
 
 from ._failure import Segment
-from ._interval import QUIET, AutoInterval
 from ._settle import ABANDONED, Settle
 from ._state import State
 
-__all__ = ["PriorityLane"]
+__all__ = ["COUNT_EVERY", "PriorityLane"]
+
+COUNT_EVERY = 64  # priority outcomes counted (and capacity given back) in groups this big
 
 
 class PriorityLane:
@@ -66,27 +67,59 @@ class PriorityLane:
         return True
 
     def serve(self) -> None:
-        """Handle every pending priority item (called by the lane's thread and by workers)."""
+        """Handle every pending priority item (called by the lane's thread and by workers).
+
+        Outcomes of calls that returned are counted, and their capacity given back, once
+        every ``COUNT_EVERY`` items rather than once an item.
+        """
         if self.retries:
             self._serve_retries()
         st = self.st
-        pop = st.pq.popleft
+        pq = st.pq
+        if not pq:
+            return
+        pop = pq.popleft
         now = st.now
-        latencies = st.latencies
-        while True:
-            try:
-                item, submitted, completion = pop()
-            except IndexError:
-                return
-            start = now()
-            latencies.append(start - submitted)
-            st.h_priority.observe(start - submitted)
-            self._run(Segment([item], None if completion is None else [completion]))
+        call = self.settle.call
+        handle = self.handle
+        waits: list[float] = []
+        ok = 0
+        try:
+            while True:
+                try:
+                    item, submitted, completion = pop()
+                except IndexError:
+                    return
+                waits.append(now() - submitted)
+                if completion is not None:
+                    self._run(Segment([item], [completion]))
+                    continue
+                seg = Segment([item])
+                error = call(handle, item, None, seg)
+                if error is None:
+                    ok += 1
+                    if ok == COUNT_EVERY:
+                        self.settle.outcomes.priority_processed(ok)
+                        ok = 0
+                elif error is not ABANDONED:
+                    self._failed(seg, error)
+        finally:
+            if waits:
+                st.latencies.extend(waits)
+                st.h_priority.observe_many(waits)
+            if ok:
+                self.settle.outcomes.priority_processed(ok)
 
     def _run(self, seg: Segment) -> None:
         error = self.settle.call(self.handle, seg.items[0], None, seg)
         if error is ABANDONED:
             return
+        if error is None:
+            self.settle.settle(None, seg, None, self.st.now())
+        else:
+            self._failed(seg, error)
+
+    def _failed(self, seg: Segment, error: BaseException) -> None:
         again = self.settle.settle(None, seg, error, self.st.now())
         if again:
             with self.retry_lock:
@@ -123,31 +156,20 @@ class PriorityLane:
         st = self.st
         waiter = st.prio_waiter
         auto = st.auto
-        check_at: float | None = None  # when to ask ``auto`` whether it is still needed
         while True:
             self.serve()
             if st.stopping:
                 return
-            if auto is not None:
-                check_at = self._check_auto(auto, check_at)
+            quiet = None if auto is None else auto.tick()
             st.prio_parked = True
             if st.pq or st.stopping:
                 st.prio_parked = False
                 continue
             due = self.next_retry()
-            if check_at is not None:
-                due = check_at if due is None else min(due, check_at)
-            st.clock.wait(waiter.lock, None if due is None else due - st.now())
+            if due is not None:
+                st.clock.wait(waiter.lock, due - st.now())
+            elif quiet is not None:
+                waiter.lock.acquire(timeout=quiet)  # real time, like the switch interval
+            else:
+                st.clock.wait(waiter.lock, None)
             st.prio_parked = False
-
-    def _check_auto(self, auto: AutoInterval, check_at: float | None) -> float | None:
-        """Once a quiet period while the short interval is held, let it go if unused."""
-        if not auto.held:
-            return None
-        now = self.st.now()
-        if check_at is None:
-            return now + QUIET
-        if now < check_at:
-            return check_at
-        auto.check()
-        return now + QUIET if auto.held else None

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import repeat
+from operator import call
 
 __all__ = ["TokenPool"]
 
@@ -63,14 +64,16 @@ class TokenPool:
                     out.extend(repeat(token, count - 1))
                     out.append(last)
 
-    def give_back_minted(self, count: int, mint: Callable[[int], list[object]]) -> None:
-        """Return capacity as freshly minted tokens (unkeyed slots; see ``_slots.mint``)."""
+    def give_back_minted(
+        self, count: int, mint: Callable[[int, int], list[object]], size: int
+    ) -> None:
+        """Return capacity as ``mint(count, size)`` fresh tokens (unkeyed slots; ``_slots``)."""
         with self._lock:
             if self.closed:
                 self.dropped += count
                 return
             self.returned += count
-            (self.held if self.suspended else self.tokens).extend(mint(count))
+            (self.held if self.suspended else self.tokens).extend(mint(count, size))
 
     def suspend(self) -> None:
         """Refuse for now (every breaker is open), keeping the tokens for ``resume``."""
@@ -78,12 +81,21 @@ class TokenPool:
             if self.closed or self.suspended:
                 return
             self.suspended = True
-            pop = self.tokens.popleft
-            try:
-                while True:
-                    self.held.append(pop())
-            except IndexError:
-                pass
+            self._drain_into(self.held)
+
+    def _drain_into(self, out: list[object]) -> None:
+        """Move every token to ``out`` in one step no producer can interleave with.
+
+        ``take`` is lock-free, so a Python loop of pops would race with producers and let
+        them take tokens from the middle of the pool: slots would then fill out of order,
+        and a later slot's items would sit behind an earlier slot that never completes. A
+        C-level ``extend`` of C-level pops runs no bytecode, so it holds the GIL throughout.
+        """
+        tokens = self.tokens
+        try:  # list.extend keeps what it got before the pool ran dry
+            out.extend(map(call, repeat(tokens.popleft, len(tokens) + 1)))
+        except IndexError:
+            pass
 
     def resume(self) -> None:
         """Admit again with the tokens withheld by ``suspend``."""
@@ -105,14 +117,9 @@ class TokenPool:
             if before is not None:
                 before()
             self.closed = True
-            pop = self.tokens.popleft
             cleared: list[object] = self.held
             self.held = []
-            try:  # each pop is atomic, so a racing producer's pop is never double-counted
-                while True:
-                    cleared.append(pop())
-            except IndexError:
-                pass
+            self._drain_into(cleared)
             self.cleared = len(cleared)
             return cleared
 
