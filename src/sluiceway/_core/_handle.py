@@ -221,14 +221,19 @@ class Workers:
         took = st.now() - t0
         st.h_batch.observe(took)
         shard.batch_ema += (took - shard.batch_ema) * 0.25
+        shard.cpu_ema += (cpu - shard.cpu_ema) * 0.25
         if wall > 0:
             self.shares.append(min(cpu / wall, 1.0))
             st.io_bound = max(self.shares) < IO_BOUND_BELOW
         return error
 
     def quick(self, shard: Shard) -> bool:
-        """Calls on ``shard`` compute and come back well within ``QUICK`` (as measured)."""
-        return not self.st.io_bound and bool(self.shares) and shard.batch_ema * 4 < QUICK
+        """Calls on ``shard`` compute and come back well within ``QUICK`` (as measured).
+
+        Judged on CPU time: under load a computing call's wall time includes its waits
+        for the GIL, which the producer's own thread switch ends anyway.
+        """
+        return not self.st.io_bound and bool(self.shares) and shard.cpu_ema * 4 < QUICK
 
     def _watch_vacant(self) -> bool:
         """No sleeping worker watches the clock or the queues (we were the one)."""
