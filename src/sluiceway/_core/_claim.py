@@ -426,10 +426,10 @@ class Scheduler:
     def batch_full(self) -> None:
         """A batch is full: wake the timekeeper, if one sleeps (``Seal`` and signal tokens).
 
-        Not while a worker is coming back soon anyway (``State.back_by``): it takes the
-        batch on its next scan, sooner than a woken thread could get the GIL.
+        Not while a worker is awake between batches (``State.ready``): its scan, or the
+        look it takes before it sleeps, finds the batch sooner than a woken thread could.
         """
-        if self.timekeeper is not None and not self.st.attended(self.st.now()):
+        if self.timekeeper is not None and 1 not in self.st.ready:
             with self.roles:
                 self._wake_role()
 

@@ -43,8 +43,6 @@ def current_shard() -> int | None:
 SAMPLE_EVERY = 8  # time the handler (wall, CPU) on one batch in this many (syscalls)
 SAMPLES_KEPT = 8  # judge on the best of this many samples
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
-QUICK = 0.001  # seconds: a worker in a call expected back within this needs no wake-up
-INF = float("inf")
 
 
 class Workers:
@@ -103,7 +101,7 @@ class Workers:
         mark_engine_thread(self.st)
         st = self.st
         sched = self.sched
-        back_by = st.back_by
+        ready = st.ready
         me = Waiter()
         now = st.now
         view = Scan()
@@ -114,19 +112,19 @@ class Workers:
             try:
                 if pq:
                     serve()
-                back_by[index] = INF
+                ready[index] = 1
                 if st.stopping:
                     return
                 self.balancer.maybe_step(now(), sched.open_to_work)
                 lease, deadline = sched.claim(now(), view)
                 if lease is None:
-                    back_by[index] = 0.0  # before sleep() looks at the queues once more
+                    ready[index] = 0  # before sleep() looks at the queues once more
                     lease = sched.sleep(me, deadline, view)
                     if lease is None:
                         continue
-                # In a quick call we are back soon; in a long one, producers must wake
-                # someone. A priority item that came before we said so is served first.
-                back_by[index] = now() + QUICK if self.quick(lease.shard) else 0.0
+                # Not ready while in the handler (it may block for as long as it likes); a
+                # priority item that came just before we said so is served first.
+                ready[index] = 0
                 if pq:
                     serve()
                 self.run(lease)
@@ -221,19 +219,10 @@ class Workers:
         took = st.now() - t0
         st.h_batch.observe(took)
         shard.batch_ema += (took - shard.batch_ema) * 0.25
-        shard.cpu_ema += (cpu - shard.cpu_ema) * 0.25
         if wall > 0:
             self.shares.append(min(cpu / wall, 1.0))
             st.io_bound = max(self.shares) < IO_BOUND_BELOW
         return error
-
-    def quick(self, shard: Shard) -> bool:
-        """Calls on ``shard`` compute and come back well within ``QUICK`` (as measured).
-
-        Judged on CPU time: under load a computing call's wall time includes its waits
-        for the GIL, which the producer's own thread switch ends anyway.
-        """
-        return not self.st.io_bound and bool(self.shares) and shard.cpu_ema * 4 < QUICK
 
     def _watch_vacant(self) -> bool:
         """No sleeping worker watches the clock or the queues (we were the one)."""

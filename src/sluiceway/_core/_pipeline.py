@@ -137,7 +137,9 @@ class Pipeline:
             raise ConfigTypeError("breaker", "must be a sluiceway.Breaker or None")
         if dead_letter is not None and not callable(dead_letter):
             raise ConfigTypeError("dead_letter", "must be callable with a list of DeadLetter")
-        auto = switch_interval == "auto" and isinstance(switch_interval, str)
+        auto = isinstance(switch_interval, str)
+        if auto and switch_interval != "auto":
+            raise ConfigTypeError("switch_interval", 'must be "auto", None or seconds > 0')
         self._switch_interval = (
             None
             if auto

@@ -3,11 +3,11 @@
 Priority items never wait behind regular batches: a dedicated thread serves them, and every
 worker also serves pending priority items before it starts its next batch, so whichever
 thread holds the GIL next picks them up. The dedicated thread is woken only when no worker
-is coming back soon (``State.back_by``: a worker between batches, or in a handler call
-measured quick, serves the item before its next batch, which is sooner than a woken thread
-could get the GIL, and costs no thread switch). Under a saturating load the remaining wait
-is the interpreter's thread switch interval (5 ms by default; see
-``Pipeline(switch_interval=)``).
+is awake between batches (``State.ready``: one that is serves the item before its next
+batch, which is sooner than a woken thread could get the GIL). Under a saturating load the
+remaining wait is the interpreter's thread switch interval: by default
+(``switch_interval="auto"``) the pipeline holds a short one while it is busy, and the
+lane's thread gives it back after a quiet second (``_interval``).
 
 Calls and retries go through ``_settle`` like every other handler call, so a retry that is
 running when shutdown gives up is dead-lettered like any batch in a handler.
@@ -56,9 +56,8 @@ class PriorityLane:
         except IndexError:
             st.refuse(1, priority=True)
             return False
-        now = st.now()
-        st.pq.append((item, now, None))
-        if st.prio_parked and not st.attended(now):
+        st.pq.append((item, st.now(), None))
+        if st.prio_parked and (st.io_bound or 1 not in st.ready):
             st.prio_parked = False
             st.prio_waiter.wake()
         auto = st.auto

@@ -90,7 +90,6 @@ class Shard:
     __slots__ = (
         "batch_ema",
         "batches",
-        "cpu_ema",
         "flushes",
         "inbox",
         "index",
@@ -116,7 +115,6 @@ class Shard:
         self.inbox: deque[Any] = deque()  # work other threads hand to this shard
         self.plan: deque[Any] = deque(maxlen=1)  # the balancer's latest steal request
         self.batch_ema = 0.0  # moving average of its handler calls' duration
-        self.cpu_ema = 0.0  # the same in thread CPU time (no time waiting for the GIL)
         self.batches = 0
         self.flushes = [0, 0, 0, 0]
         self.steals_out = self.steals_in = self.moved_out = self.moved_in = 0

@@ -59,14 +59,12 @@ class State:
         self.h_priority = Histogram()  # submit to priority handler start
         self.h_batch = Histogram()  # handler call duration (sampled calls)
         self.h_e2e = Histogram()  # regular items: oldest item first seen to batch done
-        # back_by[i]: until when worker i will look at the priority queue and the due shards
-        # without being woken. Only worker i writes it: inf between batches (it serves
-        # priority items and scans before its next call), start + QUICK in a handler call
-        # measured quick (a CPU-bound call back within a millisecond), 0 while it sleeps or
-        # is in a long call. Producers skip a wake-up (of the lane's thread, of the
-        # timekeeper) while any entry is ahead of the clock: a thread that is coming back
-        # anyway is sooner than a woken one, and costs no thread switch.
-        self.back_by = [0.0] * cfg.workers
+        # ready[i] is 1 while worker i is awake and between batches: it serves pending
+        # priority items and scans every shard before its next handler call, so producers
+        # need not wake the lane's thread or the timekeeper (it is sooner than a woken
+        # thread could get the GIL, and costs no thread switch). Only worker i writes it.
+        # Not while in a call: a handler may block for as long as it likes.
+        self.ready = [0] * cfg.workers
         self.io_bound = False  # until measured: helpers that only take turns cost throughput
         # Lifecycle, each set once by shutdown: closed (refuse), draining (cut partial
         # batches), stopping (threads leave); draining and stopping through the Scheduler.
@@ -116,10 +114,6 @@ class State:
     def in_flight(self) -> int:
         """Regular items admitted without an outcome yet (at most ``capacity``)."""
         return sum(p.out() for p in self.pools())
-
-    def attended(self, now: float) -> bool:
-        """Some worker will look at the queues before ``now`` + its quick budget."""
-        return max(self.back_by) >= now
 
     def refuse(self, count: int, *, priority: bool = False) -> None:
         """Count refused items (once a call)."""

@@ -1,0 +1,177 @@
+"""``switch_interval="auto"``: a short GIL switch interval only while a pipeline is busy."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import sluiceway as sw
+from sluiceway._core._interval import AUTO_INTERVAL, QUIET, AutoInterval
+
+from .conftest import WAIT
+
+
+@pytest.fixture
+def saved_interval() -> Iterator[float]:
+    """The interpreter's interval before the test; restored after it whatever happened."""
+    saved = sys.getswitchinterval()
+    yield saved
+    sys.setswitchinterval(saved)
+
+
+def until(condition: Callable[[], bool]) -> bool:
+    """Wait (real time, bounded) for another thread to make ``condition`` true."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_the_interval_is_held_from_a_touch_until_a_whole_quiet_period(
+    saved_interval: float,
+) -> None:
+    """Held at the first touch; kept while touches come; given back after a quiet period."""
+    now = [100.0]
+    holds: list[int] = []
+    auto = AutoInterval(lambda: holds.append(1), now=lambda: now[0])
+    assert auto.tick() is None  # nothing held: nothing to check
+    auto.touch()
+    assert auto.held
+    assert holds == [1]
+    assert sys.getswitchinterval() == pytest.approx(AUTO_INTERVAL)
+    assert auto.tick() == pytest.approx(QUIET)  # the first check is a quiet period away
+    now[0] += QUIET
+    auto.tick()  # touched since the last check: kept, and the touch is forgotten
+    assert auto.held
+    now[0] += QUIET / 2
+    auto.touch()  # busy again (no second hold: the lane is woken once per hold)
+    assert holds == [1]
+    now[0] += QUIET / 2
+    assert auto.tick() == pytest.approx(QUIET)
+    assert auto.held
+    now[0] += QUIET
+    assert auto.tick() is None  # a whole quiet period with no touch: given back
+    assert not auto.held
+    assert sys.getswitchinterval() == pytest.approx(saved_interval)
+    auto.touch()
+    assert auto.held
+    assert holds == [1, 1]
+    auto.close()
+    assert sys.getswitchinterval() == pytest.approx(saved_interval)
+    auto.touch()  # after close: never again
+    assert not auto.held
+    assert sys.getswitchinterval() == pytest.approx(saved_interval)
+
+
+@pytest.mark.parametrize("priority", [True, False], ids=["priority", "batches"])
+def test_a_default_pipeline_holds_the_interval_while_busy_and_restores_it(
+    saved_interval: float, priority: bool
+) -> None:
+    """A priority submission, or a batch cut, holds it; shutdown gives it back."""
+    p = sw.Pipeline(lambda batch: None, shards=2, batch_size=4).start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(saved_interval)  # idle: untouched
+        if priority:
+            assert p.submit("urgent", priority=True)
+            assert sys.getswitchinterval() == pytest.approx(AUTO_INTERVAL)
+        else:
+            assert p.submit_many(range(8)) == 8
+            assert p.wait_idle(WAIT)
+            assert sys.getswitchinterval() == pytest.approx(AUTO_INTERVAL)
+    finally:
+        p.shutdown()
+    assert sys.getswitchinterval() == pytest.approx(saved_interval)
+
+
+def test_the_lane_thread_gives_the_interval_back_after_a_quiet_period(
+    saved_interval: float,
+) -> None:
+    """The lane's thread checks every quiet period (injected time here) and lets go."""
+    p = sw.Pipeline(lambda batch: None, shards=1)
+    auto = p._st.auto
+    assert auto is not None
+    now = [0.0]
+    auto.now = lambda: now[0]
+    p.start()
+    try:
+        assert p.submit("urgent", priority=True)
+        assert until(lambda: auto.check_at is not None)  # the lane took up the watch
+        assert auto.held
+        for _ in range(2):  # the first check forgets the touch, the second lets go
+            now[0] += QUIET
+            p._st.prio_waiter.wake()
+            if not until(lambda: auto.check_at is None or auto.check_at > now[0]):
+                break
+        assert until(lambda: not auto.held)
+        assert sys.getswitchinterval() == pytest.approx(saved_interval)
+    finally:
+        p.shutdown()
+
+
+def test_several_auto_pipelines_restore_the_interpreter_once_all_are_done(
+    saved_interval: float,
+) -> None:
+    """Reference-counted with every other holder: the last one out restores the value."""
+    a = sw.Pipeline(print, shards=1).start()
+    b = sw.Pipeline(print, shards=1, switch_interval=0.001).start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        a.submit("x", priority=True)
+        assert sys.getswitchinterval() == pytest.approx(AUTO_INTERVAL)  # the smaller wins
+        b.shutdown()
+        assert sys.getswitchinterval() == pytest.approx(AUTO_INTERVAL)
+        a.shutdown()
+        assert sys.getswitchinterval() == pytest.approx(saved_interval)
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_switch_interval_none_never_touches_the_interpreter(saved_interval: float) -> None:
+    """``None`` leaves the interpreter alone whatever the traffic."""
+    p = sw.Pipeline(lambda batch: None, shards=1, switch_interval=None).start()
+    try:
+        p.submit("urgent", priority=True)
+        p.submit_many(range(100))
+        assert p.wait_idle(WAIT)
+        assert sys.getswitchinterval() == saved_interval
+    finally:
+        p.shutdown()
+
+
+@pytest.mark.parametrize("value", ["fast", "AUTO", 0, -1, True, [0.1]])
+def test_bad_switch_intervals_are_config_errors(value: Any) -> None:
+    """Anything but "auto", None or seconds > 0 is refused, naming the argument."""
+    with pytest.raises(sw.ConfigError, match="switch_interval"):
+        sw.Pipeline(print, switch_interval=value)
+
+
+def test_a_priority_item_is_served_while_every_regular_call_blocks() -> None:
+    """Quick calls for a while, then a call that blocks: the lane's thread is still woken."""
+    gate = threading.Event()
+    calls = [0]
+    served = threading.Event()
+
+    def handler(batch: list[Any]) -> None:
+        calls[0] += 1
+        if calls[0] > 50:
+            gate.wait(WAIT)
+
+    p = sw.Pipeline(
+        handler, shards=1, batch_size=1, workers=1, priority_handler=lambda x: served.set()
+    ).start()
+    try:
+        p.submit_many(range(60))
+        assert until(lambda: calls[0] > 50)  # the only worker is now stuck in a call
+        assert p.submit("urgent", priority=True)
+        assert served.wait(WAIT)
+    finally:
+        gate.set()
+        p.shutdown()
