@@ -124,7 +124,7 @@ def test_bench_repeat_reports_median_and_spread(tmp_path: Path) -> None:
 
 
 def test_bench_table_is_labelled() -> None:
-    """The text table explains its columns: the ratios, the arithmetic ceiling, priority p99."""
+    """The text table explains its columns and says which sluiceway settings it measured."""
     from sluiceway.bench._config import BenchConfig
     from sluiceway.bench._runner import run_bench
     from sluiceway.bench._table import render_text
@@ -135,7 +135,16 @@ def test_bench_table_is_labelled() -> None:
     assert "(arithmetic)  the io ceiling is computed, not run" in text
     assert "p50, p99  priority latency" in text
     assert "docs/workload.md" in text
+    assert "sluiceway settings: switch_interval='auto', gc_threshold=interpreter's" in text
     assert text.rstrip().endswith("(arithmetic)")
+    tuned = BenchConfig(
+        engines=("ceiling",),
+        phases=("saturate-io",),
+        duration_scale=0.01,
+        switch_interval=0.0003,
+        gc_threshold=3000,
+    )
+    assert "switch_interval=0.0003, gc_threshold=3000" in render_text(run_bench(tuned))
 
 
 def test_report_has_axes_settings_and_no_priority_panel_without_a_lane() -> None:

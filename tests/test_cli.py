@@ -68,6 +68,8 @@ def test_every_option_states_its_default(command: str) -> None:
         (["--batch-size", "many"], "argument --batch-size: not a number"),
         (["--repeat", "0"], "argument --repeat: must be > 0"),
         (["--submit-many", "-1"], "argument --submit-many: must be >= 0"),
+        (["--switch-interval", "0"], "argument --switch-interval: must be > 0"),
+        (["--switch-interval", "fast"], "argument --switch-interval: not a number"),
     ],
 )
 def test_bench_rejects_bad_numbers(
@@ -78,6 +80,17 @@ def test_bench_rejects_bad_numbers(
         cli.main(["bench", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "want"), [("auto", "auto"), ("AUTO", "auto"), ("none", None), ("0.0003", 0.0003)]
+)
+def test_bench_switch_interval_takes_auto_none_or_seconds(text: str, want: object) -> None:
+    """``--switch-interval`` is passed to the Pipeline as "auto", None or seconds."""
+    from sluiceway.bench._cli import config_from_args
+
+    args = cli._parser().parse_args(["bench", "--switch-interval", text])
+    assert config_from_args(args).switch_interval == want
 
 
 def test_missing_extra_names_the_module_and_the_extra_once(

@@ -57,15 +57,18 @@ class Pipeline:
     one. See ``docs/balance.md``.
 
     ``workers`` caps the threads that call the handler (default: one a shard; only as many
-    as the handlers can use are kept awake). ``switch_interval``, if given, is applied with
-    ``sys.setswitchinterval`` while the pipeline runs and restored at shutdown: it bounds how
-    long a priority item can wait for the GIL under load (0.0005 gives sub-millisecond
-    latency at a small throughput cost). ``gc_threshold``, if given, sets the cyclic garbage
-    collector's first threshold (``gc.set_threshold``) while the pipeline runs: queued items
-    outlive the default 700 allocations, so every one of them is traversed by a young
-    collection, which costs up to a third of the engine's time under saturation; 10,000
-    avoids most of that. Both are process-wide, hence opt-in; while several pipelines run,
-    the most demanding request applies (smallest interval, largest threshold), and the
+    as the handlers can use are kept awake). ``switch_interval`` is the interpreter's GIL
+    switch interval (``sys.setswitchinterval``) while the pipeline runs: a busy thread lets
+    go of the GIL only that often, so it bounds how long a priority item waits under load.
+    The default ``"auto"`` holds 0.2 ms while the pipeline is busy (from a priority
+    submission or a batch cut until a quiet second has passed; measured: priority p99 under
+    2 ms in every phase of ``sluiceway bench`` instead of 5-10 ms, and faster
+    ``submit_many``); a number holds that interval for the whole run; ``None`` never
+    touches the interpreter. ``gc_threshold``, if given, sets the cyclic garbage
+    collector's first threshold (``gc.set_threshold``) while the pipeline runs (opt-in: it
+    trades throughput against longer collections; see ``docs/performance.md``). Both are
+    process-wide: while several pipelines hold them the most demanding request applies
+    (smallest interval, largest threshold), and the
     interpreter's own values come back when the last of them shuts down.
 
     Lifecycle: call ``shutdown()`` (or use ``with``/``async with``). A started pipeline that

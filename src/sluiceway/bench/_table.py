@@ -51,6 +51,10 @@ def render_text(runs: Result | list[Result]) -> str:
     n = len(runs)
     m = runs[0].machine
     lines = [f"machine: {m['cpus']} cpus, {m['implementation']} {m['python']}, {m['platform']}"]
+    cfg = runs[0].config
+    interval = cfg.get("switch_interval", "auto")
+    threshold = cfg.get("gc_threshold") or "interpreter's"
+    lines.append(f"sluiceway settings: switch_interval={interval!r}, gc_threshold={threshold}")
     if n > 1:
         lines.append(
             f"runs: {n}; each cell is the median of the {n} runs, the min-max line under it "
