@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -41,6 +42,9 @@ def test_the_interval_is_held_from_a_touch_until_a_whole_quiet_period(
     now = [100.0]
     holds: list[int] = []
     auto = AutoInterval(lambda: holds.append(1), now=lambda: now[0])
+    auto.touch()  # not started yet: nothing would ever give it back
+    assert not auto.held
+    auto.open()
     assert auto.tick() is None  # nothing held: nothing to check
     auto.touch()
     assert auto.held
@@ -134,6 +138,16 @@ def test_several_auto_pipelines_restore_the_interpreter_once_all_are_done(
         b.shutdown()
 
 
+def test_a_pipeline_never_started_never_holds_the_interval(saved_interval: float) -> None:
+    """Found by review: a priority item submitted before ``start()`` held it for good."""
+    p = sw.Pipeline(lambda batch: None, shards=1)
+    assert p.submit("urgent", priority=True)
+    assert sys.getswitchinterval() == saved_interval
+    del p
+    gc.collect()
+    assert sys.getswitchinterval() == saved_interval
+
+
 def test_switch_interval_none_never_touches_the_interpreter(saved_interval: float) -> None:
     """``None`` leaves the interpreter alone whatever the traffic."""
     p = sw.Pipeline(lambda batch: None, shards=1, switch_interval=None).start()
@@ -175,3 +189,55 @@ def test_a_priority_item_is_served_while_every_regular_call_blocks() -> None:
     finally:
         gate.set()
         p.shutdown()
+
+
+def _blocking_priority_pipeline(gate: threading.Event, quick: int) -> sw.Pipeline:
+    """Priority capacity 10; the item ``quick`` (and only it) blocks on ``gate``."""
+
+    def urgent(item: int) -> None:
+        if item == quick:
+            gate.wait(WAIT)
+
+    p = sw.Pipeline(
+        lambda batch: None,
+        shards=1,
+        capacity=100,
+        priority_ratio=0.1,
+        priority_handler=urgent,
+        switch_interval=None,
+    )
+    assert p.submit_many(range(quick + 1), priority=True) == quick + 1
+    return p.start()
+
+
+def test_priority_items_are_counted_at_once_while_a_later_one_blocks() -> None:
+    """Found by review: counting in groups held back outcomes and capacity of served items."""
+    gate = threading.Event()
+    p = _blocking_priority_pipeline(gate, quick=9)
+    try:
+        assert until(lambda: p.stats().processed == 9)
+        assert p.submit(99, priority=True)  # the nine items' capacity is back
+    finally:
+        gate.set()
+        p.shutdown()
+    assert p.stats().processed == 11
+
+
+def test_a_shutdown_timing_out_mid_serve_reports_the_items_served() -> None:
+    """Found by review: the report said processed=0 for ten items already handled."""
+    gate = threading.Event()
+
+    def urgent(item: int) -> None:
+        if item == 10:
+            gate.wait(WAIT)
+
+    p = sw.Pipeline(
+        lambda batch: None, shards=1, capacity=200, priority_handler=urgent, switch_interval=None
+    )
+    assert p.submit_many(range(11), priority=True) == 11
+    p.start()
+    try:
+        report = p.shutdown(timeout=0.3)
+    finally:
+        gate.set()
+    assert (report.processed, report.dead_lettered, report.unfinished) == (10, 1, 1)

@@ -49,12 +49,18 @@ class AutoInterval:
         self.lock = threading.Lock()
         self.seen = False  # a priority item was submitted since the last check
         self.ticket: int | None = None
-        self.closed = False
+        self.closed = True  # until the pipeline starts: only a running lane gives it back
 
     @property
     def held(self) -> bool:
         """Whether this pipeline holds the short interval now."""
         return self.ticket is not None
+
+    def open(self) -> None:
+        """The pipeline started (its lane's thread runs): touches may hold from now on."""
+        with self.lock:
+            if self.ticket is None:
+                self.closed = False
 
     def touch(self) -> None:
         """A priority submission (called when ``seen`` read False): hold the interval."""
@@ -95,7 +101,7 @@ class AutoInterval:
                 self.ticket = None
 
     def close(self) -> None:
-        """Shutdown: let go for good."""
+        """Shutdown (or never started): let go for good."""
         with self.lock:
             self.closed = True
             self.seen = False

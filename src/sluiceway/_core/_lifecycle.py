@@ -92,6 +92,8 @@ class Lifecycle:
                 return False
             self.tuning = hold(self.switch_interval, self.gc_threshold)
             self._start_threads()
+            if self.st.auto is not None:
+                self.st.auto.open()
             return True
 
     def _start_threads(self) -> None:

@@ -62,11 +62,14 @@ class Outcomes:
         self._give_back(shard, n)
         _settle(seg.owners, processed=True)
 
-    def priority_processed(self, n: int) -> None:
-        """``n`` untracked priority items were each handled by a call that returned."""
+    def priority_processed(self) -> None:
+        """An untracked priority item was handled by a call that returned."""
         with self.lock:
-            self.done[-1] += n
-        self._give_back(None, n)
+            self.done[-1] += 1
+        self.st.ptokens.give_back(None, 1)
+        sched = self.sched
+        if sched.room_waiters or sched.idle_waiters:
+            sched.wake_waiters()
 
     def dead(
         self, shard: Shard | None, seg: Segment, reason: str, error: BaseException | None

@@ -23,9 +23,7 @@ from ._failure import Segment
 from ._settle import ABANDONED, Settle
 from ._state import State
 
-__all__ = ["COUNT_EVERY", "PriorityLane"]
-
-COUNT_EVERY = 64  # priority outcomes counted (and capacity given back) in groups this big
+__all__ = ["PriorityLane"]
 
 
 class PriorityLane:
@@ -68,8 +66,8 @@ class PriorityLane:
     def serve(self) -> None:
         """Handle every pending priority item (called by the lane's thread and by workers).
 
-        Outcomes of calls that returned are counted, and their capacity given back, once
-        every ``COUNT_EVERY`` items rather than once an item.
+        An untracked item whose call returned is counted (and its capacity given back) at
+        once, without the general settling: a later call may block for as long as it likes.
         """
         if self.retries:
             self._serve_retries()
@@ -81,8 +79,8 @@ class PriorityLane:
         now = st.now
         call = self.settle.call
         handle = self.handle
+        processed = self.settle.outcomes.priority_processed
         waits: list[float] = []
-        ok = 0
         try:
             while True:
                 try:
@@ -96,18 +94,13 @@ class PriorityLane:
                 seg = Segment([item])
                 error = call(handle, item, None, seg)
                 if error is None:
-                    ok += 1
-                    if ok == COUNT_EVERY:
-                        self.settle.outcomes.priority_processed(ok)
-                        ok = 0
+                    processed()
                 elif error is not ABANDONED:
                     self._failed(seg, error)
         finally:
             if waits:
                 st.latencies.extend(waits)
                 st.h_priority.observe_many(waits)
-            if ok:
-                self.settle.outcomes.priority_processed(ok)
 
     def _run(self, seg: Segment) -> None:
         error = self.settle.call(self.handle, seg.items[0], None, seg)
