@@ -40,8 +40,8 @@ def current_shard() -> int | None:
     return getattr(_local, "shard", None)
 
 
-SAMPLE_EVERY = 8  # time the handler (wall, CPU) on one batch in this many (syscalls)
-SAMPLES_KEPT = 8  # judge on the best of this many samples
+SAMPLE_EVERY = 4  # time the handler (wall, CPU) on one batch in this many
+SAMPLES_KEPT = 16  # judge on the best of this many samples (GIL waits look like I/O)
 IO_BOUND_BELOW = 0.5  # CPU share under which handlers count as waiting on I/O
 
 
