@@ -241,3 +241,37 @@ def test_a_shutdown_timing_out_mid_serve_reports_the_items_served() -> None:
     finally:
         gate.set()
     assert (report.processed, report.dead_lettered, report.unfinished) == (10, 1, 1)
+
+
+def test_the_lane_polls_while_regular_work_is_in_flight_and_serves_unwoken() -> None:
+    """While a regular call blocks, the lane's thread looks every POLL: no wake-up needed."""
+    gate = threading.Event()
+    served = threading.Event()
+    p = sw.Pipeline(
+        lambda batch: gate.wait(WAIT),
+        shards=1,
+        batch_size=1,
+        workers=1,
+        priority_handler=lambda item: served.set(),
+    ).start()
+    st = p._st
+    try:
+        assert p.submit("regular")
+        assert until(lambda: st.prio_polling and st.prio_parked)  # polling, asleep
+        woken: list[bool] = []
+        real_wake = st.prio_waiter.wake
+
+        class Spy:
+            lock = st.prio_waiter.lock
+
+            def wake(self) -> None:
+                woken.append(True)
+                real_wake()
+
+        st.prio_waiter = Spy()  # type: ignore[assignment]
+        assert p.submit("urgent", priority=True)
+        assert served.wait(WAIT)
+        assert woken == []  # the producer did not wake the lane: its poll found the item
+    finally:
+        gate.set()
+        p.shutdown()

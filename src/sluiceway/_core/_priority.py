@@ -23,7 +23,10 @@ from ._failure import Segment
 from ._settle import ABANDONED, Settle
 from ._state import State
 
-__all__ = ["PriorityLane"]
+__all__ = ["POLL", "PriorityLane"]
+
+POLL = 0.001  # seconds between the lane's looks at its queue while regular work is in flight
+INF = float("inf")
 
 
 class PriorityLane:
@@ -55,7 +58,7 @@ class PriorityLane:
             st.refuse(1, priority=True)
             return False
         st.pq.append((item, st.now(), None))
-        if st.prio_parked and (st.io_bound or 1 not in st.ready):
+        if st.prio_parked and not st.prio_polling and (st.io_bound or 1 not in st.ready):
             st.prio_parked = False
             st.prio_waiter.wake()
         auto = st.auto
@@ -153,15 +156,20 @@ class PriorityLane:
             if st.stopping:
                 return
             quiet = None if auto is None else auto.tick()
+            due = self.next_retry()
+            # While regular work is in flight, producers do not wake this thread for each
+            # priority item (a thread switch each): it looks every POLL seconds, and a
+            # worker that finishes its call serves the items first anyway.
+            st.prio_polling = polling = due is None and not st.io_bound and st.regular_in_flight()
             st.prio_parked = True
             if st.pq or st.stopping:
                 st.prio_parked = False
                 continue
-            due = self.next_retry()
             if due is not None:
                 st.clock.wait(waiter.lock, due - st.now())
-            elif quiet is not None:
-                waiter.lock.acquire(timeout=quiet)  # real time, like the switch interval
+            elif polling or quiet is not None:
+                # Real time, like the switch interval and the GIL's hand-overs.
+                waiter.lock.acquire(timeout=min(POLL if polling else INF, quiet or INF))
             else:
                 st.clock.wait(waiter.lock, None)
             st.prio_parked = False

@@ -53,6 +53,10 @@ class State:
         self.ptokens = TokenPool(repeat(None, cfg.priority_capacity))
         self.prio_waiter = Waiter()  # the priority thread sleeps on it
         self.prio_parked = False
+        # True while the lane's thread sleeps at most POLL seconds (regular work in flight):
+        # it will look at the priority queue soon, so producers need not wake it. Only the
+        # lane's thread writes it.
+        self.prio_polling = False
         # switch_interval="auto": set once, before the threads start, by the Pipeline.
         self.auto: AutoInterval | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -114,6 +118,10 @@ class State:
     def in_flight(self) -> int:
         """Regular items admitted without an outcome yet (at most ``capacity``)."""
         return sum(p.out() for p in self.pools())
+
+    def regular_in_flight(self) -> bool:
+        """A lock-free hint: some regular item is admitted and has no outcome yet."""
+        return any(len(p.tokens) + len(p.held) < p.initial for p in self.pools())
 
     def refuse(self, count: int, *, priority: bool = False) -> None:
         """Count refused items (once a call)."""
