@@ -169,7 +169,8 @@ class PriorityLane:
                 st.clock.wait(waiter.lock, due - st.now())
             elif polling or quiet is not None:
                 # Real time, like the switch interval and the GIL's hand-overs.
-                waiter.lock.acquire(timeout=min(POLL if polling else INF, quiet or INF))
+                timeout = min(POLL if polling else INF, INF if quiet is None else quiet)
+                waiter.lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
             else:
                 st.clock.wait(waiter.lock, None)
             st.prio_parked = False
