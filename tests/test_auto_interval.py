@@ -275,3 +275,32 @@ def test_the_lane_polls_while_regular_work_is_in_flight_and_serves_unwoken() -> 
     finally:
         gate.set()
         p.shutdown()
+
+
+def test_a_pending_priority_retry_does_not_keep_the_interval_held(
+    saved_interval: float,
+) -> None:
+    """Found by review: with a retry due later, the lane slept past its quiet-period check."""
+    p = sw.Pipeline(
+        lambda batch: None,
+        shards=1,
+        priority_handler=lambda item: 1 / 0,
+        retry=sw.Retry(attempts=2, backoff=600, jitter=False),
+    )
+    auto = p._st.auto
+    assert auto is not None
+    now = [0.0]
+    auto.now = lambda: now[0]
+    p.start()
+    try:
+        assert p.submit("urgent", priority=True)
+        assert until(lambda: p._lane.next_retry() is not None)  # failed once: retry in 600 s
+        assert until(lambda: auto.check_at is not None and p._st.prio_parked)
+        for _ in range(2):  # the first check forgets the touch, the second lets go
+            now[0] += QUIET
+            if not until(lambda: auto.check_at is None or auto.check_at > now[0]):
+                break
+        assert not auto.held
+        assert sys.getswitchinterval() == pytest.approx(saved_interval)
+    finally:
+        p.shutdown(timeout=0.5)

@@ -166,7 +166,10 @@ class PriorityLane:
                 st.prio_parked = False
                 continue
             if due is not None:
-                st.clock.wait(waiter.lock, due - st.now())
+                # On the pipeline's clock; no later than the auto interval's next check
+                # (real seconds: the same as clock seconds unless a test injected a clock).
+                timeout = due - st.now()
+                st.clock.wait(waiter.lock, timeout if quiet is None else min(timeout, quiet))
             elif polling or quiet is not None:
                 # Real time, like the switch interval and the GIL's hand-overs.
                 timeout = min(POLL if polling else INF, INF if quiet is None else quiet)
