@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import sluiceway as sw
@@ -108,3 +110,48 @@ def test_priority_latency_is_measured_on_the_clock(recorder: Recorder, clock: Fa
     assert stats.priority_latency_p50 == pytest.approx(0.25)
     assert stats.priority_latency_p99 == pytest.approx(0.25)
     p.shutdown()
+
+
+def test_a_chunk_queued_while_a_keyed_cut_looks_is_never_handed_out_as_an_item() -> None:
+    """Fault (chaos, Python 3.13, short switch interval): a Chunk reached the handler.
+
+    The cut of a shard holding several partitions checked the chunk counts first and read
+    the queue lengths after, so a tracked submission queued in between was popped as one
+    plain item: its items lost, its completion never settled, the pipeline hung.
+    """
+    from sluiceway._core._batch import cut
+    from sluiceway._core._completion import Completion
+    from sluiceway._core._shard import Chunk, Part, Shard
+
+    shard = Shard(0)
+    first = Part(0)
+    first.queue.extend(["a", "b"])
+
+    slot: Any = vars(Part)["chunks"]  # the slot's own descriptor
+
+    class Racing(Part):
+        """Reading its count lets a producer queue a chunk on ``first`` (count, then append)."""
+
+        __slots__ = ()
+
+        @property
+        def chunks(self) -> int:
+            value: int = slot.__get__(self)
+            if not first.queue or first.queue[-1] != "racing":
+                first.add_chunk(Chunk(["c", "d"], Completion()))
+                first.queue.append("racing")
+            return value
+
+        @chunks.setter
+        def chunks(self, value: int) -> None:
+            slot.__set__(self, value)
+
+    second = Racing(1)
+    second.queue.append("e")
+    shard.parts = [first, second]
+    items, _ = cut(shard, 100)
+    assert all(isinstance(x, str) for x in items), items  # no Chunk object among the items
+    assert sorted(items) == ["a", "b", "e"]
+    rest, marks = cut(shard, 100)  # the chunk is cut as what it is, with its completion
+    assert rest == ["c", "d", "racing"]
+    assert marks is not None

@@ -35,8 +35,11 @@ def cut(shard: Shard, limit: int) -> tuple[list[Any], Marks | None]:
             return list(map(call, repeat(part.queue.popleft, min(n, limit)))), None
         return _cut_tracked(parts, limit)
     rotation = _rotation(shard)
+    # Lengths first, counts second (as above): a chunk a producer appends in between is
+    # either beyond the lengths read or counted; popping by the lengths never takes it.
+    lengths = [len(p.queue) for p in rotation]
     if not any(p.chunks for p in rotation):
-        return _cut_parts(rotation, limit), None
+        return _cut_parts(rotation, lengths, limit), None
     return _cut_tracked(rotation, limit)
 
 
@@ -47,14 +50,13 @@ def _rotation(shard: Shard) -> list[Part]:
     return parts[start:] + parts[:start]
 
 
-def _cut_parts(parts: list[Part], limit: int) -> list[Any]:
+def _cut_parts(parts: list[Part], lengths: list[int], limit: int) -> list[Any]:
     items: list[Any] = []
     need = limit
-    for part in parts:
-        n = len(part.queue)
-        if not n:
+    for part, length in zip(parts, lengths, strict=True):
+        if not length:
             continue
-        n = min(n, need)
+        n = min(length, need)
         items.extend(map(call, repeat(part.queue.popleft, n)))
         need -= n
         if not need:
