@@ -426,10 +426,10 @@ class Scheduler:
     def batch_full(self) -> None:
         """A batch is full: wake the timekeeper, if one sleeps (``Seal`` and signal tokens).
 
-        Not while a worker is awake between batches (``State.ready``): its scan, or the
-        look it takes before it sleeps, finds the batch sooner than a woken thread could.
+        Even while a worker is awake between batches: its scan may take another shard and
+        then block in that handler call, and the timekeeper may sleep until a far deadline.
         """
-        if self.timekeeper is not None and 1 not in self.st.ready:
+        if self.timekeeper is not None:
             with self.roles:
                 self._wake_role()
 

@@ -64,10 +64,10 @@ class State:
         self.h_batch = Histogram()  # handler call duration (sampled calls)
         self.h_e2e = Histogram()  # regular items: oldest item first seen to batch done
         # ready[i] is 1 while worker i is awake and between batches: it serves pending
-        # priority items and scans every shard before its next handler call, so producers
-        # need not wake the lane's thread or the timekeeper (it is sooner than a woken
-        # thread could get the GIL, and costs no thread switch). Only worker i writes it.
-        # Not while in a call: a handler may block for as long as it likes.
+        # priority items before its next handler call, so producers need not wake the
+        # lane's thread (it is sooner than a woken thread could get the GIL, and costs no
+        # thread switch). Only worker i writes it. Not while in a call: a handler may
+        # block for as long as it likes.
         self.ready = [0] * cfg.workers
         self.io_bound = False  # until measured: helpers that only take turns cost throughput
         # Lifecycle, each set once by shutdown: closed (refuse), draining (cut partial
