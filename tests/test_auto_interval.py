@@ -35,6 +35,22 @@ def until(condition: Callable[[], bool]) -> bool:
     return True
 
 
+def quiet_periods_pass(
+    auto: AutoInterval, now: list[float], wake: Callable[[], None] | None = None
+) -> None:
+    """Two quiet periods of injected time, each taken up by the lane's thread in turn.
+
+    The first check forgets the touch, the second lets go. ``wake``, if given, wakes the
+    lane at once (otherwise it must look by itself within a real quiet period).
+    """
+    for _ in range(2):
+        now[0] += QUIET
+        if wake is not None:
+            wake()
+        if not until(lambda: auto.check_at is None or auto.check_at > now[0]):
+            return
+
+
 def test_the_interval_is_held_from_a_touch_until_a_whole_quiet_period(
     saved_interval: float,
 ) -> None:
@@ -108,11 +124,7 @@ def test_the_lane_thread_gives_the_interval_back_after_a_quiet_period(
         assert p.submit("urgent", priority=True)
         assert until(lambda: auto.check_at is not None)  # the lane took up the watch
         assert auto.held
-        for _ in range(2):  # the first check forgets the touch, the second lets go
-            now[0] += QUIET
-            p._st.prio_waiter.wake()
-            if not until(lambda: auto.check_at is None or auto.check_at > now[0]):
-                break
+        quiet_periods_pass(auto, now, wake=p._st.wake_lane)
         assert until(lambda: not auto.held)
         assert sys.getswitchinterval() == pytest.approx(saved_interval)
     finally:
@@ -296,10 +308,7 @@ def test_a_pending_priority_retry_does_not_keep_the_interval_held(
         assert p.submit("urgent", priority=True)
         assert until(lambda: p._lane.next_retry() is not None)  # failed once: retry in 600 s
         assert until(lambda: auto.check_at is not None and p._st.prio_parked)
-        for _ in range(2):  # the first check forgets the touch, the second lets go
-            now[0] += QUIET
-            if not until(lambda: auto.check_at is None or auto.check_at > now[0]):
-                break
+        quiet_periods_pass(auto, now)  # no wake-up: the lane must look by itself
         assert not auto.held
         assert sys.getswitchinterval() == pytest.approx(saved_interval)
     finally:

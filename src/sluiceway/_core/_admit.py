@@ -155,11 +155,8 @@ def _many_priority(st: State, batch: list[Any], completion: Completion | None) -
     st.pq.extend((item, now, completion) for item in batch[:k])
     if k < len(batch):
         st.refuse(len(batch) - k, priority=True)
-    if k and st.prio_parked and not st.prio_polling and (st.io_bound or 1 not in st.ready):
-        st.prio_parked = False
-        st.prio_waiter.wake()
-    if k and st.auto is not None and not st.auto.seen:
-        st.auto.touch()
+    if k:
+        st.priority_queued()
     return k
 
 

@@ -363,8 +363,7 @@ class Scheduler:
         """No lease is granted from now on; engine threads leave their loops."""
         self.st.stopping = True
         self.wake_all()
-        self.st.prio_parked = False
-        self.st.prio_waiter.wake()
+        self.st.wake_lane()
 
     # -- sleeping and waking -----------------------------------------------------------------
     def sleep(self, me: Waiter, deadline: float | None, view: Scan) -> Lease | None:

@@ -66,10 +66,7 @@ class Outcomes:
         """An untracked priority item was handled by a call that returned."""
         with self.lock:
             self.done[-1] += 1
-        self.st.ptokens.give_back(None, 1)
-        sched = self.sched
-        if sched.room_waiters or sched.idle_waiters:
-            sched.wake_waiters()
+        self._give_back(None, 1)
 
     def dead(
         self, shard: Shard | None, seg: Segment, reason: str, error: BaseException | None

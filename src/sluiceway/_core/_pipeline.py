@@ -162,7 +162,7 @@ class Pipeline:
         assert sink is not None
         st = self._st = State(self._cfg, self._clock)
         if auto:
-            st.auto = AutoInterval(partial(_wake_lane, st))
+            st.auto = AutoInterval(st.wake_lane)
         sched = self._sched = Scheduler(st, breaker)
         st.install(sched.batch_full, lambda shard: Signal(sched, shard))
         lo = min(16, self._cfg.batch_size) if min_batch is None else min_batch
@@ -504,9 +504,3 @@ def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
     values.sort()
     last = len(values) - 1
     return values[round(0.5 * last)], values[round(0.99 * last)]
-
-
-def _wake_lane(st: State) -> None:
-    """Wake the priority lane's thread (it then checks ``st.auto`` every quiet period)."""
-    st.prio_parked = False
-    st.prio_waiter.wake()

@@ -58,12 +58,7 @@ class PriorityLane:
             st.refuse(1, priority=True)
             return False
         st.pq.append((item, st.now(), None))
-        if st.prio_parked and not st.prio_polling and (st.io_bound or 1 not in st.ready):
-            st.prio_parked = False
-            st.prio_waiter.wake()
-        auto = st.auto
-        if auto is not None and not auto.seen:
-            auto.touch()
+        st.priority_queued()
         return True
 
     def serve(self) -> None:
@@ -121,10 +116,8 @@ class PriorityLane:
                 for piece in again:
                     self.seq += 1
                     heapq.heappush(self.retries, (piece.not_before, self.seq, piece))
-            st = self.st
-            if st.prio_parked:
-                st.prio_parked = False
-                st.prio_waiter.wake()  # its sleep must now end at the retry's due time
+            if self.st.prio_parked:
+                self.st.wake_lane()  # its sleep must now end at the retry's due time
 
     def _serve_retries(self) -> None:
         now = self.st.now()

@@ -119,6 +119,23 @@ class State:
         """Regular items admitted without an outcome yet (at most ``capacity``)."""
         return sum(p.out() for p in self.pools())
 
+    def wake_lane(self) -> None:
+        """Wake the priority lane's thread (it looks at its queue, retries, auto interval)."""
+        self.prio_parked = False
+        self.prio_waiter.wake()
+
+    def priority_queued(self) -> None:
+        """Producers, after queueing priority items: wake the lane unless it looks soon.
+
+        Not while a worker is awake between batches (``ready``: it serves the items before
+        its next call) nor while the lane polls; and hold the auto interval (busy).
+        """
+        if self.prio_parked and not self.prio_polling and (self.io_bound or 1 not in self.ready):
+            self.wake_lane()
+        auto = self.auto
+        if auto is not None and not auto.seen:
+            auto.touch()
+
     def regular_in_flight(self) -> bool:
         """A lock-free hint: some regular item is admitted and has no outcome yet."""
         return any(len(p.tokens) + len(p.held) < p.initial for p in self.pools())
